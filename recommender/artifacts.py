@@ -1,0 +1,110 @@
+"""The artifacts directory: what it holds, its manifest and checksums, atomic publishing and
+verification at load."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactsError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+INDEX = "index.hnsw"
+METADATA = "metadata.json"
+HEADS = "heads.npz"
+THUMBNAILS = "thumbnails"
+CHECKSUMMED = (EMBEDDINGS, INDEX, METADATA, HEADS)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def thumbnails_digest(folder: Path) -> tuple[int, str]:
+    """Count and one digest over every thumbnail's name and bytes (44k files: one number to check)."""
+    h = hashlib.sha256()
+    names = sorted(os.listdir(folder)) if folder.is_dir() else []
+    for name in names:
+        h.update(name.encode())
+        h.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    return len(names), h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import hnswlib  # noqa: F401  (imported for its presence)
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "timm", "hnswlib", "numpy", "pillow", "datasets")} | {
+        "python": sys.version.split()[0]}
+
+
+def save_heads(path: Path, heads: dict[str, dict]) -> None:
+    arrays = {}
+    for column, head in heads.items():
+        arrays[f"{column}.weight"] = head["weight"]
+        arrays[f"{column}.bias"] = head["bias"]
+    np.savez(path, **arrays)
+
+
+def load_heads(path: Path, described: dict[str, dict]) -> dict[str, dict]:
+    with np.load(path) as arrays:
+        return {column: dict(info, weight=arrays[f"{column}.weight"], bias=arrays[f"{column}.bias"])
+                for column, info in described.items()}
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    manifest = dict(manifest, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    manifest["files"] = {name: sha256_file(folder / name) for name in CHECKSUMMED}
+    count, digest = thumbnails_digest(folder / THUMBNAILS)
+    manifest["thumbnails"] = {"count": count, "sha256": digest}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+
+
+def read_manifest(folder: Path, verify: bool = True) -> dict:
+    """The manifest, after checking that every file is there and unchanged; one sentence if not."""
+    rebuild = f"rebuild it with `python scripts/precompute.py --source SRC --out {folder}`"
+    if not (folder / MANIFEST).is_file():
+        if folder.with_name(folder.name + ".partial").is_dir():
+            raise ArtifactsError(f"The index at {folder} is still being built; wait for precompute to finish (or rerun it to resume).")
+        raise ArtifactsError(f"No index at {folder} (manifest.json missing); {rebuild}.")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ArtifactsError(f"{folder / MANIFEST} is not valid JSON; {rebuild}.") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactsError(f"The index at {folder} has schema version {manifest.get('schema_version')}, this code reads {SCHEMA_VERSION}; {rebuild}.")
+    if not verify:
+        return manifest
+    for name in CHECKSUMMED:
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactsError(f"{path} is missing; {rebuild}.")
+        if sha256_file(path) != manifest.get("files", {}).get(name):
+            raise ArtifactsError(f"{path} does not match its checksum in manifest.json (truncated or edited); {rebuild}.")
+    count, digest = thumbnails_digest(folder / THUMBNAILS)
+    if (count, digest) != (manifest["thumbnails"]["count"], manifest["thumbnails"]["sha256"]):
+        raise ArtifactsError(
+            f"The thumbnails in {folder / THUMBNAILS} do not match manifest.json ({count} files, "
+            f"{manifest['thumbnails']['count']} expected); restore that folder or {rebuild}.")
+    return manifest
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a finished staging directory to its final name so that no reader ever sees half of it."""
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Attribute classifiers (article type, gender, ...) trained during precompute on the embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .split import heldout_mask
+
+HEAD_COLUMNS = ("articleType", "gender", "masterCategory", "subCategory", "baseColour", "usage")
+# Classes rarer than this are left out of a head: with fewer examples a class is mostly noise.
+MIN_CLASS_COUNT = 20
+
+
+def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 300,
+               weight_decay: float = 1e-4) -> dict | None:
+    """A softmax-regression head on the fit rows; accuracy on the held-out rows. None if < 2 classes."""
+    values, counts = np.unique(labels[fit & (labels != "")].astype(str), return_counts=True)
+    classes = [str(v) for v, c in zip(values, counts) if c >= MIN_CLASS_COUNT]
+    if len(classes) < 2:
+        return None
+    lookup = {c: i for i, c in enumerate(classes)}
+    y = np.array([lookup.get(str(v), -1) for v in labels])
+    train, test = fit & (y >= 0), ~fit & (y >= 0)
+    torch.manual_seed(0)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x[train], np.float32)), torch.from_numpy(y[train])
+    linear = torch.nn.Linear(x.shape[1], len(classes))
+    optimiser = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=weight_decay)
+    for _ in range(steps):  # full-batch: a few thousand rows x 2048 fit in one step
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(xt), yt)
+        loss.backward()
+        optimiser.step()
+    weight, bias = linear.weight.detach().numpy(), linear.bias.detach().numpy()
+    accuracy = float((np.argmax(x[test] @ weight.T + bias, 1) == y[test]).mean()) if test.any() else float("nan")
+    return {"classes": classes, "weight": weight.astype(np.float32), "bias": bias.astype(np.float32),
+            "heldout_accuracy": round(accuracy, 4), "train_rows": int(train.sum()), "heldout_rows": int(test.sum())}
+
+
+def train_heads(embeddings: np.ndarray, ids: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, dict]:
+    fit = ~heldout_mask(ids)
+    heads = {}
+    for column in HEAD_COLUMNS:
+        head = train_head(embeddings, columns[column], fit)
+        if head is not None:
+            heads[column] = head
+    return heads
+
+
+def predict(heads: dict[str, dict], embedding: np.ndarray, top: int = 3) -> dict[str, list[tuple[str, float]]]:
+    """Per head, the `top` labels with their probabilities."""
+    out = {}
+    for column, head in heads.items():
+        logits = head["weight"] @ embedding + head["bias"]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs)[:top]
+        out[column] = [(head["classes"][i], float(probs[i])) for i in order]
+    return out

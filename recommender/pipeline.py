@@ -1,0 +1,293 @@
+"""Precompute: catalog source -> decode (threads) -> embed (batches) -> shard writer -> index build.
+
+Embeddings are flushed in shards of `shard_size` stream positions into `<out>.partial/`; a rerun after
+an interruption continues after the last complete shard, and the finished directory is renamed to
+`<out>` only when everything is written."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from . import artifacts
+from .catalog import ATTRIBUTE_COLUMNS, CatalogItem, CatalogSource
+from .embedder import Embedder
+from .errors import ImageError, UserError
+from .heads import train_heads
+from .images import load_image
+from .index import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M, build_hnsw
+from .metadata import Metadata
+
+SHARD_SIZE = 1024
+THUMB_MAX_SIDE = 256  # the catalog's own 60x80 JPEGs are kept byte for byte; larger ones are shrunk
+
+
+@dataclass
+class Prepared:
+    item: CatalogItem
+    tensor: torch.Tensor | None
+    thumbnail: bytes | None
+    image_sha: str
+    error: str | None
+
+
+def _prepare(item: CatalogItem, embedder: Embedder) -> Prepared:
+    """Decode, preprocess and make the thumbnail of one item (runs in a worker thread)."""
+    if item.data is None:
+        return Prepared(item, None, None, "", "row without an image")
+    try:
+        image = load_image(item.data)
+    except ImageError:
+        return Prepared(item, None, None, "", "image that cannot be decoded")
+    if max(image.size) <= THUMB_MAX_SIDE and item.data[:3] == b"\xff\xd8\xff":
+        thumbnail = item.data
+    else:
+        small = image.copy()
+        small.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        small.save(buffer, "JPEG", quality=90)
+        thumbnail = buffer.getvalue()
+    return Prepared(item, embedder.preprocess(image), thumbnail, hashlib.sha256(item.data).hexdigest(), None)
+
+
+def _prepared_batches(items: Iterable[CatalogItem], embedder: Embedder, batch_size: int,
+                      pool: ThreadPoolExecutor) -> Iterator[list[Prepared]]:
+    """Batches decoded by the pool one batch ahead, so decoding overlaps the model."""
+    pending = None
+    batch: list[CatalogItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            submitted = [pool.submit(_prepare, it, embedder) for it in batch]
+            if pending is not None:
+                yield [f.result() for f in pending]
+            pending, batch = submitted, []
+    tail = [pool.submit(_prepare, it, embedder) for it in batch]
+    if pending is not None:
+        yield [f.result() for f in pending]
+    if tail:
+        yield [f.result() for f in tail]
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Collects one shard's rows and commits them atomically; a shard file exists only when complete."""
+
+    def __init__(self, folder: Path, number: int) -> None:
+        self.path = folder / f"shard-{number:05d}.npz"
+        self.rows: list[dict] = []
+        self.vectors: list[np.ndarray] = []
+        self.skipped: list[list] = []
+
+    def add(self, prepared: Prepared, vector: np.ndarray) -> None:
+        item = prepared.item
+        self.rows.append({"position": item.position, "id": item.id, "image_sha": prepared.image_sha, **item.attributes})
+        self.vectors.append(vector)
+
+    def commit(self) -> None:
+        vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+        meta = json.dumps({"rows": self.rows, "skipped": self.skipped}, ensure_ascii=False)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, vectors=vectors.astype(np.float32), meta=np.frombuffer(meta.encode(), np.uint8))
+                handle.flush()
+                os.fsync(handle.fileno())
+        _write_atomic(self.path, write)
+
+
+def read_shards(folders: Iterable[Path]) -> tuple[np.ndarray, list[dict], list[list]]:
+    """All committed rows of the given shard folders, in stream order."""
+    vectors, rows, skipped = [], [], []
+    for folder in folders:
+        for path in sorted(folder.glob("shard-*.npz")):
+            with np.load(path) as data:
+                meta = json.loads(data["meta"].tobytes().decode())
+                if meta["rows"]:
+                    vectors.append(data["vectors"])
+                rows += meta["rows"]
+                skipped += meta["skipped"]
+    order = np.argsort([r["position"] for r in rows], kind="stable")
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    return (matrix[order] if len(rows) else matrix), [rows[i] for i in order], skipped
+
+
+def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_size: int = 64,
+                  shard_size: int = SHARD_SIZE, num_shards: int = 1, shard_index: int = 0,
+                  progress: bool = True) -> dict:
+    """Fill `work/shards` and `work/thumbnails`, resuming after the last complete shard. Returns timings."""
+    shards, thumbs = work / "shards", work / artifacts.THUMBNAILS
+    shards.mkdir(parents=True, exist_ok=True)
+    thumbs.mkdir(exist_ok=True)
+    done = {int(p.stem.split("-")[1]) for p in shards.glob("shard-*.npz")}
+    resume_from = 0
+    while resume_from in done:
+        resume_from += 1
+    start = resume_from * shard_size
+    if start:
+        print(f"Resuming after {resume_from} complete shard(s) ({start} catalog rows).", flush=True)
+
+    def mine() -> Iterator[CatalogItem]:
+        for item in source:
+            if item.position >= start and item.position % num_shards == shard_index:
+                yield item
+
+    timings = {"model_s": 0.0, "wall_s": 0.0, "images": 0}
+    writer, current = None, None
+    started = time.perf_counter()
+    bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
+    last_position = start - 1
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for batch in _prepared_batches(mine(), embedder, batch_size, pool):
+            good = [p for p in batch if p.tensor is not None]
+            vectors = np.zeros((0, embedder.dim), np.float32)
+            if good:
+                t0 = time.perf_counter()
+                vectors = embedder.forward(torch.stack([p.tensor for p in good]))[0]
+                timings["model_s"] += time.perf_counter() - t0
+            by_item = {id(p): v for p, v in zip(good, vectors)}
+            for prepared in batch:
+                shard_no = prepared.item.position // shard_size
+                if shard_no != current:
+                    if writer is not None:
+                        writer.commit()
+                    for empty in range(current + 1 if current is not None else resume_from, shard_no):
+                        ShardWriter(shards, empty).commit()  # a stretch of rows that were all another slice's
+                    writer, current = ShardWriter(shards, shard_no), shard_no
+                if prepared.error:
+                    writer.skipped.append([prepared.error, prepared.item.id])
+                else:
+                    (thumbs / f"{prepared.item.id}.jpg").write_bytes(prepared.thumbnail)
+                    writer.add(prepared, by_item[id(prepared)])
+                bar.update(prepared.item.position - last_position)
+                last_position = prepared.item.position
+            timings["images"] += len(good)
+    if writer is not None:
+        writer.commit()
+    bar.close()
+    timings["wall_s"] = time.perf_counter() - started
+    return timings
+
+
+def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict, source_info: dict,
+                    skipped_source: dict[str, list], params: dict) -> dict:
+    """Index, metadata, heads and manifest in `folder` (whose thumbnails are already in place)."""
+    vectors, rows, skipped = read_shards(shard_folders)
+    if not rows:
+        raise UserError("No catalog item could be embedded (every row was skipped); check the source's images.")
+    ids = np.array([r["id"] for r in rows])
+    metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
+    np.save(folder / artifacts.EMBEDDINGS, vectors.astype(np.float32))
+    t0 = time.perf_counter()
+    build_hnsw(vectors).save_index(str(folder / artifacts.INDEX))
+    build_s = time.perf_counter() - t0
+    metadata.save(folder / artifacts.METADATA)
+    heads = train_heads(vectors, ids, metadata.columns)
+    artifacts.save_heads(folder / artifacts.HEADS, heads)
+    for reason, item_id in skipped:
+        skipped_source.setdefault(reason, []).append(item_id)
+    manifest = {
+        "model": embedder_info,
+        "dim": int(vectors.shape[1]),
+        "count": len(rows),
+        "source": source_info,
+        "build": dict(params, hnsw={"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef": HNSW_EF},
+                      index_build_s=round(build_s, 2)),
+        "heads": {c: {"classes": h["classes"], "heldout_accuracy": h["heldout_accuracy"],
+                      "train_rows": h["train_rows"], "heldout_rows": h["heldout_rows"]} for c, h in heads.items()},
+        "skipped": {"counts": {k: len(v) for k, v in skipped_source.items()}, "items": skipped_source},
+        "libraries": artifacts.library_versions(),
+    }
+    artifacts.write_manifest(folder, manifest)
+    return manifest
+
+
+def _work_key(source: CatalogSource, embedder: Embedder, **params) -> dict:
+    info = embedder.describe()
+    return {"source": source.describe(), "weights_sha256": info["weights_sha256"],
+            "preprocessing": info["preprocessing"], **params}
+
+
+def _open_work(work: Path, key: dict) -> None:
+    """Keep a partial run only if it was started with the same source, model and parameters."""
+    key_file = work / "work.json"
+    if work.exists():
+        try:
+            same = json.loads(key_file.read_text()) == key
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            print(f"Discarding the partial build in {work}: it was started with other settings.", flush=True)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not key_file.exists():
+        _write_atomic(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=1)))
+
+
+def precompute(source: CatalogSource, out: Path, embedder: Embedder, batch_size: int = 64,
+               num_shards: int = 1, shard_index: int = 0, shard_size: int = SHARD_SIZE,
+               progress: bool = True) -> dict:
+    """Build a complete artifacts directory at `out` (or, with num_shards > 1, one slice for --merge)."""
+    if not 0 <= shard_index < num_shards:
+        raise UserError(f"--shard-index must be between 0 and {num_shards - 1}.")
+    out = Path(out)
+    work = out.with_name(out.name + ".partial")
+    key = _work_key(source, embedder, num_shards=num_shards, shard_index=shard_index, shard_size=shard_size, batch_size=batch_size)
+    _open_work(work, key)
+    timings = embed_catalog(source, work, embedder, batch_size, shard_size, num_shards, shard_index, progress)
+    skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
+    if num_shards > 1:
+        _write_atomic(work / "slice.json", lambda tmp: tmp.write_text(json.dumps(
+            dict(key, embedder=embedder.describe(), skipped=skipped_source), indent=1)))
+        artifacts.publish(work, out)
+        return {"slice": str(out), **timings}
+    params = {"batch_size": batch_size, "shard_size": shard_size, "throughput_img_s": round(timings["images"] / max(timings["wall_s"], 1e-9), 1)}
+    manifest = build_artifacts(work, [work / "shards"], embedder.describe(), source.describe(), skipped_source, params)
+    shutil.rmtree(work / "shards")
+    (work / "work.json").unlink()
+    artifacts.publish(work, out)
+    return manifest
+
+
+def merge_slices(slices: list[Path], out: Path) -> dict:
+    """Join the slices written by `--num-shards N --shard-index I` runs into one artifacts directory."""
+    infos = []
+    for folder in slices:
+        if not (folder / "slice.json").is_file():
+            raise UserError(f"{folder} is not a finished precompute slice (slice.json missing); rerun that slice first.")
+        infos.append(json.loads((folder / "slice.json").read_text()))
+    first = infos[0]
+    if any(i["weights_sha256"] != first["weights_sha256"] or i["preprocessing"] != first["preprocessing"] for i in infos):
+        raise UserError("The slices were embedded with different weights or preprocessing; rebuild them with the same --weights.")
+    if sorted(i["shard_index"] for i in infos) != list(range(first["num_shards"])):
+        raise UserError(f"Merging needs exactly one slice for each shard index 0..{first['num_shards'] - 1}.")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / artifacts.THUMBNAILS).mkdir(parents=True)
+    skipped: dict[str, list] = {}
+    for folder, info in zip(slices, infos):
+        for thumb in (folder / artifacts.THUMBNAILS).iterdir():
+            shutil.copy2(thumb, staging / artifacts.THUMBNAILS / thumb.name)
+        for reason, ids in info["skipped"].items():
+            skipped.setdefault(reason, []).extend(i for i in ids if i not in skipped.get(reason, []))
+    params = {"merged_slices": len(slices), "batch_size": first["batch_size"], "shard_size": first["shard_size"]}
+    manifest = build_artifacts(staging, [f / "shards" for f in slices], first["embedder"], first["source"], skipped, params)
+    artifacts.publish(staging, out)
+    return manifest

@@ -1,0 +1,66 @@
+"""Build the artifacts directory: stream a catalog through ResNet50 into an HNSW index with heads.
+
+    python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--batch-size N]
+                                 [--num-shards N --shard-index I]
+    python scripts/precompute.py --merge SLICE_DIR [SLICE_DIR ...] --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender.catalog import DEFAULT_SOURCE, CatalogSource  # noqa: E402
+from recommender.cli import run_cli  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="Hub dataset id, Kaggle-style folder or saved dataset")
+    parser.add_argument("--out", required=True, type=Path, help="artifacts directory to create (replaced atomically)")
+    parser.add_argument("--limit", type=int, help="only the first N catalog rows")
+    parser.add_argument("--weights", help="ResNet50 weights file (.safetensors/.pth); default: $RECOMMENDER_WEIGHTS, then the Hub")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-shards", type=int, default=1, help="split the stream into N slices (one per machine)")
+    parser.add_argument("--shard-index", type=int, default=0, help="which slice this run embeds")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="SLICE_DIR", help="join finished slices into --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def run() -> dict:
+        from recommender.pipeline import merge_slices, precompute
+
+        if args.merge:
+            return merge_slices(args.merge, args.out)
+        if args.limit is not None and args.limit < 1:
+            raise_user("--limit must be at least 1.")
+        source = CatalogSource(args.source, args.limit)
+        from recommender.embedder import Embedder
+
+        embedder = Embedder(args.weights)
+        print(f"Model: {embedder.weights_info['source']} ({embedder.precision}); source: {source.kind} {args.source}", flush=True)
+        return precompute(source, args.out, embedder, args.batch_size, args.num_shards, args.shard_index, progress=not args.quiet)
+
+    result = run_cli(run)
+    if result is None:
+        return 2
+    if "slice" in result:
+        print(f"Slice written to {result['slice']}; merge all slices with --merge.")
+    else:
+        print(json.dumps({"out": str(args.out), "count": result["count"], "skipped": result["skipped"]["counts"],
+                          "heads_heldout_accuracy": {h: v["heldout_accuracy"] for h, v in result["heads"].items()},
+                          "throughput_img_s": result["build"].get("throughput_img_s")}, indent=1))
+    return 0
+
+
+def raise_user(message: str) -> None:
+    from recommender.errors import UserError
+
+    raise UserError(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
