@@ -63,6 +63,16 @@ def read_styles(path: Path) -> Iterator[dict]:
             yield dict(zip(header, fields))
 
 
+def _image_bytes(image) -> bytes | None:
+    """The encoded bytes of an undecoded `datasets.Image` value (embedded bytes, or a local file path)."""
+    if not isinstance(image, dict):
+        return None
+    if image.get("bytes"):
+        return image["bytes"]
+    path = image.get("path")
+    return Path(path).read_bytes() if path and Path(path).is_file() else None
+
+
 class CatalogSource:
     """A stream of catalog items from SRC: a Hub dataset id, a Kaggle-style folder or a saved dataset."""
 
@@ -127,8 +137,7 @@ class CatalogSource:
             # Keep the encoded bytes: decoding happens in the one image loader, in parallel with the model.
             data = data.cast_column("image", datasets.Image(decode=False))
         for row in data:
-            image = row.get("image") or {}
-            yield row, image.get("bytes") if isinstance(image, dict) else None
+            yield row, _image_bytes(row.get("image"))
 
     def __iter__(self) -> Iterator[CatalogItem]:
         rows = self._rows()

@@ -1,0 +1,83 @@
+"""Each catalog source yields the same items; broken rows are skipped and counted, never fatal."""
+from __future__ import annotations
+
+import datasets
+import pytest
+
+from recommender.catalog import CatalogSource
+from recommender.errors import UserError
+from tests.conftest import SAMPLE, make_catalog, sample_rows
+
+
+def _as_dataset(rows: list[list[str]]) -> datasets.Dataset:
+    header, body = rows[0], rows[1:]
+    columns = {name: [r[i] for r in body] for i, name in enumerate(header)}
+    columns["id"] = [int(v) for v in columns["id"]]
+    columns["image"] = [str(SAMPLE / "images" / f"{r[0]}.jpg") for r in body]
+    return datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+
+
+def test_folder_source_skips_and_counts_missing_images_and_orphans(tmp_path):
+    rows = sample_rows(10)
+    folder = make_catalog(tmp_path / "c", rows)
+    (folder / "images" / f"{rows[3][0]}.jpg").unlink()  # a row without an image
+    (folder / "images" / "99999999.jpg").write_bytes((SAMPLE / "images" / f"{rows[1][0]}.jpg").read_bytes())
+    source = CatalogSource(str(folder))
+    items = list(source)
+    assert [i.id for i in items] == [int(r[0]) for r in rows[1:]]
+    assert items[2].data is None and items[0].data[:2] == b"\xff\xd8"
+    assert source.skipped.reasons == {"image without a styles.csv row": ["99999999"]}
+
+
+def test_folder_source_reads_product_names_with_unquoted_commas(tmp_path):
+    rows = sample_rows(3)
+    folder = make_catalog(tmp_path / "c", rows)
+    text = (folder / "styles.csv").read_text().splitlines()
+    text[2] = text[2] + ", Limited, Edition"  # the real Kaggle file has a few such rows
+    (folder / "styles.csv").write_text("\n".join(text) + "\n")
+    items = list(CatalogSource(str(folder)))
+    assert items[1].attributes["productDisplayName"].endswith(", Limited, Edition")
+    assert items[1].attributes["articleType"] == rows[2][4]
+
+
+def test_limit_takes_the_first_n_rows(catalog_dir):
+    assert [i.position for i in CatalogSource(str(catalog_dir), limit=5)] == [0, 1, 2, 3, 4]
+
+
+def test_saved_dataset_source_matches_folder_source(tmp_path):
+    rows = sample_rows(6)
+    _as_dataset(rows).save_to_disk(str(tmp_path / "saved"))
+    folder_items = list(CatalogSource(str(make_catalog(tmp_path / "c", rows))))
+    saved_items = list(CatalogSource(str(tmp_path / "saved")))
+    assert [(i.id, i.attributes) for i in saved_items] == [(i.id, i.attributes) for i in folder_items]
+    assert all(i.data[:2] == b"\xff\xd8" for i in saved_items)
+
+
+def test_hub_source_streams_instead_of_downloading(monkeypatch):
+    calls = {}
+    local = _as_dataset(sample_rows(4)).to_iterable_dataset()
+
+    def fake_load_dataset(name, split=None, streaming=False, **kwargs):
+        calls.update(name=name, split=split, streaming=streaming)
+        return local
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    items = list(CatalogSource("ashraq/fashion-product-images-small", limit=3))
+    assert calls == {"name": "ashraq/fashion-product-images-small", "split": "train", "streaming": True}
+    assert len(items) == 3 and items[0].data[:2] == b"\xff\xd8"
+
+
+def test_unreachable_hub_is_one_clear_sentence(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match="Could not open the Hub dataset .* pass a local folder"):
+        list(CatalogSource("someone/some-dataset"))
+
+
+def test_unknown_folder_is_refused_with_a_hint(tmp_path):
+    with pytest.raises(UserError, match="neither a Kaggle-style catalog"):
+        CatalogSource(str(tmp_path))
+    with pytest.raises(UserError, match="not found"):
+        CatalogSource(str(tmp_path / "missing" / "dir"))

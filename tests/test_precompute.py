@@ -1,0 +1,117 @@
+"""Precompute builds a complete, verifiable artifacts directory; interrupted runs resume to the same
+result; the final name never shows a half-written index; slices merge into the single-run index."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recommender import artifacts
+from recommender.catalog import CatalogSource
+from recommender.embedder import Embedder
+from recommender.pipeline import merge_slices, precompute
+from tests.conftest import SAMPLE
+
+
+def build(catalog_dir, out, embedder, **kwargs):
+    return precompute(CatalogSource(str(catalog_dir)), out, embedder, progress=False, **kwargs)
+
+
+def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, embedder):
+    (catalog_dir / "images" / "broken.jpg").write_bytes(b"")
+    first = sorted(catalog_dir.glob("images/*.jpg"))[0]
+    first.write_bytes(first.read_bytes()[:40])  # truncated JPEG: skipped, not fatal
+    manifest = build(catalog_dir, tmp_path / "idx", embedder, batch_size=16)
+    out = tmp_path / "idx"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.INDEX, artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
+    assert manifest["count"] == 47 and manifest["dim"] == 2048
+    assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}
+    assert int(first.stem) in manifest["skipped"]["items"]["image that cannot be decoded"]
+    assert manifest["model"]["weights_sha256"] == embedder.weights_sha256
+    assert manifest["model"]["preprocessing"]["pad_to_square"] == "white"
+    assert manifest["model"]["precision"] in ("bf16", "fp32")
+    assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
+    assert len(list((out / "thumbnails").iterdir())) == 47
+    embeddings = np.load(out / artifacts.EMBEDDINGS)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
+    artifacts.read_manifest(out)  # checksums verify
+    assert not (tmp_path / "idx.partial").exists()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupting(embedder: Embedder, after_batches: int):
+    real = embedder.forward
+    calls = {"n": 0}
+
+    def forward(batch):
+        calls["n"] += 1
+        if calls["n"] > after_batches:
+            raise Interrupt()
+        return real(batch)
+    return forward
+
+
+def test_interrupted_precompute_resumes_to_the_uninterrupted_result(catalog_dir, tmp_path, embedder, monkeypatch):
+    reference = build(catalog_dir, tmp_path / "ref", embedder, batch_size=8, shard_size=16)
+    out = tmp_path / "idx"
+    monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
+    with pytest.raises(Interrupt):
+        build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+    assert not out.exists(), "a half-built index must never appear under the final name"
+    assert sorted(p.name for p in (tmp_path / "idx.partial" / "shards").iterdir()) == ["shard-00000.npz"]
+    monkeypatch.undo()
+    resumed = build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+    assert resumed["count"] == reference["count"]
+    assert json.loads((out / "metadata.json").read_text()) == json.loads((tmp_path / "ref" / "metadata.json").read_text())
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-5)
+
+
+def test_rebuild_replaces_an_existing_index_only_when_complete(catalog_dir, tmp_path, embedder, monkeypatch):
+    out = tmp_path / "idx"
+    build(catalog_dir, out, embedder, batch_size=16)
+    before = (out / "manifest.json").read_text()
+    monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=1))
+    with pytest.raises(Interrupt):
+        build(catalog_dir, out, embedder, batch_size=16)
+    assert (out / "manifest.json").read_text() == before  # the old index still serves, untouched
+    artifacts.read_manifest(out)
+
+
+def test_partial_run_with_other_settings_is_discarded_not_mixed(catalog_dir, tmp_path, embedder, monkeypatch, capsys):
+    out = tmp_path / "idx"
+    monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=2))
+    with pytest.raises(Interrupt):
+        build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+    monkeypatch.undo()
+    manifest = build(catalog_dir, out, embedder, batch_size=16, shard_size=32)
+    assert "Discarding the partial build" in capsys.readouterr().out
+    assert manifest["count"] == 48
+
+
+def test_slices_merge_into_the_same_index_as_one_run(catalog_dir, tmp_path, embedder):
+    single = build(catalog_dir, tmp_path / "single", embedder, batch_size=8)
+    slices = []
+    for index in range(3):
+        slices.append(tmp_path / f"slice{index}")
+        build(catalog_dir, slices[-1], embedder, batch_size=8, num_shards=3, shard_index=index)
+    merged = merge_slices(slices, tmp_path / "merged")
+    assert merged["count"] == single["count"]
+    assert (tmp_path / "merged" / "metadata.json").read_text() == (tmp_path / "single" / "metadata.json").read_text()
+    np.testing.assert_allclose(np.load(tmp_path / "merged" / "embeddings.npy"),
+                               np.load(tmp_path / "single" / "embeddings.npy"), atol=2e-2)
+    artifacts.read_manifest(tmp_path / "merged")
+
+
+def test_precompute_cli_reports_bad_source_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "scripts/precompute.py", "--source", str(tmp_path / "nope/x"), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, cwd=SAMPLE.parents[1])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Catalog source") and "Traceback" not in result.stderr
