@@ -19,6 +19,8 @@ ImageInput = Union[Image.Image, str, os.PathLike, bytes, bytearray, np.ndarray]
 MAX_PIXELS = 50_000_000
 MAX_BYTES = 10 * 1024 * 1024
 WHITE = (255, 255, 255)
+# Also protects decoders we do not call ourselves (Gradio's upload preview): Pillow refuses 2x this.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def _open(data: bytes) -> Image.Image:

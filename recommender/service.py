@@ -1,0 +1,152 @@
+"""What the app and its API do, as plain functions over a Recommender: JSON-able in, JSON-able out.
+The Gradio layer (ui.py, app.py) only adapts these."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import UserError
+from .images import ImageInput, load_image
+from .recommender import Match, Recommender
+from .url_fetch import URLFetcher
+
+HEAD_ORDER = ("articleType", "gender", "masterCategory", "subCategory", "baseColour", "usage")
+# Rocchio weights (query, liked, disliked): the textbook defaults; the quality report measures the lift.
+ROCCHIO = (1.0, 0.75, 0.25)
+
+
+def match_json(match: Match) -> dict:
+    """The match shape clients rely on; `image` is the thumbnail path (served as a file by the app)."""
+    a = match.attributes
+    return {"id": match.id, "name": match.name, "score": match.score, "gender": a["gender"],
+            "masterCategory": a["masterCategory"], "subCategory": a["subCategory"],
+            "articleType": a["articleType"], "baseColour": a["baseColour"], "image": match.thumbnail}
+
+
+def classification_json(predictions: dict[str, list[tuple[str, float]]]) -> dict:
+    return {head: [{"label": label, "confidence": round(p, 4)} for label, p in predictions[head]]
+            for head in HEAD_ORDER if head in predictions}
+
+
+def filters(gender: str = "All", master_category: str = "All", article_type: str = "All",
+            sub_category: str = "All") -> dict[str, str]:
+    return {"gender": gender, "masterCategory": master_category, "subCategory": sub_category, "articleType": article_type}
+
+
+def rocchio(query: np.ndarray, liked: list[np.ndarray], disliked: list[np.ndarray]) -> np.ndarray:
+    """Move the query towards liked items and away from disliked ones (unit length out)."""
+    alpha, beta, gamma = ROCCHIO
+    vector = alpha * np.asarray(query, np.float32)
+    if liked:
+        vector = vector + beta * np.mean(liked, axis=0)
+    if disliked:
+        vector = vector - gamma * np.mean(disliked, axis=0)
+    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Profile:
+    """One shopper's session: the current query and what they liked or disliked so far."""
+    query: np.ndarray | None = None
+    liked: list[int] = field(default_factory=list)
+    disliked: list[int] = field(default_factory=list)
+
+
+class Service:
+    """The app's functions. The recommender may still be building when the app starts."""
+
+    def __init__(self, fetcher: URLFetcher | None = None) -> None:
+        self.fetcher = fetcher or URLFetcher()
+        self._recommender: Recommender | None = None
+        self._ready = threading.Event()
+        self.status = "The catalog index is being prepared; try again in a minute."
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def set_recommender(self, recommender: Recommender) -> None:
+        self._recommender = recommender
+        self._ready.set()
+
+    def load_in_background(self, load: Callable[[], Recommender]) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.set_recommender(load())
+            except UserError as exc:
+                self.status = f"The catalog index could not be built: {exc}"
+        thread = threading.Thread(target=run, name="index-builder", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def recommender(self) -> Recommender:
+        if self._recommender is None:
+            raise UserError(self.status)
+        return self._recommender
+
+    # --- endpoints --------------------------------------------------------------------------------
+
+    def load_image(self, image: ImageInput | None):
+        if image is None or (isinstance(image, str) and not image):
+            raise UserError("No photo was given; upload a photo or paste an image URL.")
+        return load_image(image)
+
+    def recommend(self, image: ImageInput | None, k: int = 12, **filter_values: str) -> tuple[dict, np.ndarray]:
+        """Classification and top-k for a photo; also returns the query vector for refinement."""
+        rec = self.recommender
+        vector = rec.embed(self.load_image(image))
+        results = rec.search_vector(vector, int(k), filters(**filter_values))
+        return {"classification": classification_json(rec.classify_vector(vector)),
+                "results": [match_json(m) for m in results]}, vector
+
+    def fetch_url(self, url: str) -> bytes:
+        return self.fetcher.fetch(url)
+
+    def similar_item(self, item_id: int | str, k: int = 12, **filter_values: str) -> dict:
+        return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, int(k), filters(**filter_values))]}
+
+    def classify(self, image: ImageInput | None) -> dict:
+        rec = self.recommender
+        return classification_json(rec.classify_vector(rec.embed(self.load_image(image))))
+
+    def browse(self, page: int = 1, page_size: int = 12, **filter_values: str) -> dict:
+        """The catalog in id order, filtered, one page at a time (no photo needed)."""
+        rec = self.recommender
+        if int(page) < 1 or not 1 <= int(page_size) <= 100:
+            raise UserError("page must be 1 or more and page_size between 1 and 100.")
+        mask = rec.metadata.mask(filters(**filter_values))
+        rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
+        rows = rows[np.argsort(rec.metadata.ids[rows], kind="stable")]
+        start = (int(page) - 1) * int(page_size)
+        page_rows = rows[start:start + int(page_size)]
+        return {"results": [match_json(rec.match(r, float("nan"))) | {"score": None} for r in page_rows], "total": int(len(rows))}
+
+    def refine(self, profile: Profile, liked: list[int], disliked: list[int], k: int = 12, **filter_values: str) -> dict:
+        """Rocchio update of the session's query from liked/disliked results, then search again."""
+        if profile.query is None:
+            raise UserError("Search with a photo (or pick a catalog item) first, then mark results you like.")
+        rec = self.recommender
+        profile.liked = list(dict.fromkeys(profile.liked + [int(i) for i in liked]))
+        profile.disliked = list(dict.fromkeys(profile.disliked + [int(i) for i in disliked]))
+        vector = rocchio(profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked])
+        seen = {rec.row_of(i) for i in profile.disliked}
+        results = rec.search_vector(vector, int(k), filters(**filter_values), exclude_rows=tuple(seen))
+        return {"results": [match_json(m) for m in results]}
+
+    def filter_choices(self, master_category: str = "All", sub_category: str = "All") -> dict[str, list[str]]:
+        """Dropdown choices from the index metadata; sub-category and article type depend on the ones above."""
+        md = self.recommender.metadata
+        where = {"masterCategory": master_category}
+        return {"gender": md.values("gender"), "masterCategory": md.values("masterCategory"),
+                "subCategory": md.values("subCategory", where),
+                "articleType": md.values("articleType", dict(where, subCategory=sub_category))}
+
+
+def default_index_dir() -> Path:
+    return Path("artifacts") / "index"

@@ -1,0 +1,195 @@
+"""Fetching an image URL on a shopper's behalf without opening an SSRF hole.
+
+Only http(s); every address the host resolves to must be public; the connection goes to the address
+that was checked (no DNS-rebinding window); each redirect is checked again (at most 3); one deadline
+for the whole fetch; the body is streamed and cut at 10 MB. (gradio's `safehttpx` was not used: it
+asks dns.google over the internet when resolving, and follows no redirect or size policy of ours.)"""
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+from .errors import UserError
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_REDIRECTS = 3
+TIMEOUT_S = 10.0
+USER_AGENT = "fashion-recommender/1.0 (+image fetch)"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+
+class URLRefused(UserError):
+    """The URL, its address or its response is not acceptable."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise URLRefused(f"The host {host} could not be found; check the image URL.") from None
+    return [info[4][0] for info in infos]
+
+
+def literal_ip(host: str) -> Address | None:
+    """The address a host spelled as an IP means, in any spelling: dotted, decimal (2130706433),
+    hex (0x7f000001), octal (0177.0.0.1) or IPv6 ([::ffff:127.0.0.1])."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))  # the libc rules browsers and curl follow
+    except (OSError, ValueError):
+        return None
+
+
+def _embedded_ipv4(ip: Address) -> ipaddress.IPv4Address | None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64 reaches the embedded IPv4 address
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(ip: Address) -> bool:
+    """True only for globally routable unicast addresses; an embedded IPv4 address is judged itself."""
+    inner = _embedded_ipv4(ip)
+    if inner is not None:
+        return is_public(inner)
+    special = (ip.is_multicast, ip.is_reserved, ip.is_unspecified, ip.is_loopback, ip.is_link_local,
+               ip.is_private, getattr(ip, "is_site_local", False))
+    return ip.is_global and not any(special)
+
+
+@dataclass
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str
+
+
+class URLFetcher:
+    """Fetch image bytes from a public http(s) URL. `allow_loopback` exists for tests and load runs only."""
+
+    def __init__(self, resolver: Resolver = system_resolver, allow_loopback: bool = False,
+                 timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_BYTES) -> None:
+        self.resolver, self.allow_loopback = resolver, allow_loopback
+        self.timeout_s, self.max_bytes = timeout_s, max_bytes
+
+    def allowed(self, ip: Address) -> bool:
+        if is_public(ip):
+            return True
+        inner = _embedded_ipv4(ip) or ip
+        return self.allow_loopback and inner.is_loopback
+
+    def check(self, url: str) -> Target:
+        """Decide whether `url` may be fetched and which checked address to connect to."""
+        url = (url or "").strip()
+        if not url:
+            raise URLRefused("The image URL is empty; paste a link that starts with http:// or https://.")
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise URLRefused("The image URL is malformed; paste the full link, starting with http:// or https://.") from None
+        if parts.scheme not in ("http", "https"):
+            raise URLRefused("Only http:// and https:// image URLs can be fetched; paste a web link to the photo.")
+        if not parts.hostname:
+            raise URLRefused("The image URL has no host name; paste the full link to the photo.")
+        if parts.username or parts.password:
+            raise URLRefused("Image URLs with a user name or password are not fetched; use a public link.")
+        host = parts.hostname
+        literal = literal_ip(host)
+        candidates = [literal] if literal is not None else [literal_ip(a) for a in self.resolver(host, port)]
+        candidates = [c for c in candidates if c is not None]
+        if not candidates:
+            raise URLRefused(f"The host {host} could not be found; check the image URL.")
+        refused = [c for c in candidates if not self.allowed(c)]
+        if refused:  # any private answer refuses the host: a mixed answer is how rebinding attacks start
+            raise URLRefused(f"The image URL points to a private or local address ({refused[0]}), which is not fetched; use a public link.")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return Target(parts.scheme, host, port, path, str(candidates[0]))
+
+    def _connection(self, target: Target, timeout: float) -> http.client.HTTPConnection:
+        if target.scheme == "https":
+            context = ssl.create_default_context()
+            conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        address = target.address
+
+        def connect() -> None:  # connect to the checked address, never to a fresh DNS answer
+            conn.sock = socket.create_connection((address, target.port), timeout)
+            if target.scheme == "https":
+                conn.sock = context.wrap_socket(conn.sock, server_hostname=target.host)
+        conn.connect = connect
+        return conn
+
+    def fetch(self, url: str) -> bytes:
+        """The response body of `url` (following up to 3 checked redirects), at most `max_bytes`."""
+        deadline = time.monotonic() + self.timeout_s
+        for _ in range(MAX_REDIRECTS + 1):
+            target = self.check(url)
+            try:
+                conn = self._connection(target, max(0.1, deadline - time.monotonic()))
+                conn.request("GET", target.path, headers={"Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+                                                          "User-Agent": USER_AGENT, "Accept": "image/*"})
+                response = conn.getresponse()
+                if response.status in (301, 302, 303, 307, 308):
+                    location = response.getheader("Location")
+                    conn.close()
+                    if not location:
+                        raise URLRefused("The image URL redirected nowhere; use the direct link to the photo.")
+                    url = urljoin(url, location)
+                    continue
+                if response.status != 200:
+                    conn.close()
+                    raise URLRefused(f"The image URL answered HTTP {response.status}; check that the link opens the photo.")
+                return self._read(response, conn, deadline)
+            except URLRefused:
+                raise
+            except (socket.timeout, TimeoutError):
+                raise URLRefused(f"The image URL did not answer within {self.timeout_s:.0f} seconds; try another link.") from None
+            except ssl.SSLError:
+                raise URLRefused("The image URL's HTTPS certificate could not be verified; use another link.") from None
+            except (OSError, http.client.HTTPException):
+                raise URLRefused("The image URL could not be reached; check the link or upload the photo instead.") from None
+        raise URLRefused(f"The image URL redirected more than {MAX_REDIRECTS} times; use the direct link to the photo.")
+
+    def _read(self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float) -> bytes:
+        too_big = URLRefused(f"The image at that URL is larger than {self.max_bytes // (1024 * 1024)} MB; use a smaller photo.")
+        length = response.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            conn.close()
+            raise too_big
+        chunks, size = [], 0
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise URLRefused(f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link.")
+                conn.sock.settimeout(remaining)
+                chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise too_big
+                chunks.append(chunk)
+        finally:
+            conn.close()
