@@ -56,7 +56,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                 label = gr.Label(num_top_classes=3, label="Article type")
                 details = gr.Markdown()
             with gr.Column(scale=3):
-                results = gr.Gallery(label="Most similar (select one for more like it)", columns=6, height=520,
+                results = gr.Gallery(label="Most similar (select one for more like it)", columns=6, height=440,
                                      object_fit="contain", allow_preview=False)
                 with gr.Accordion("Refine with likes", open=False):
                     likes = gr.CheckboxGroup(label="I like these", choices=[])

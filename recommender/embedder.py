@@ -17,6 +17,7 @@ from .weights import load_model, state_dict_sha256
 # 224 px, pad-to-square on white: leave-one-out P@10 articleType 0.743 on fashion-dev; 128 px loses
 # ~4.6 points (see README results).
 INPUT_SIZE = 224
+MAX_SIDE_BEFORE_PAD = 1024
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -76,6 +77,10 @@ class Embedder:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalised CHW tensor (pad to a white square, resize)."""
+        if max(image.size) > MAX_SIDE_BEFORE_PAD:
+            # A 20000x1 strip would become a 20000x20000 canvas; the model only sees 224 px anyway.
+            image = image.copy()
+            image.thumbnail((MAX_SIDE_BEFORE_PAD, MAX_SIDE_BEFORE_PAD), Image.Resampling.BILINEAR)
         return self.transform(pad_to_square(image))
 
     def _autocast(self):

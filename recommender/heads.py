@@ -14,7 +14,9 @@ MIN_CLASS_COUNT = 20
 def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 300,
                weight_decay: float = 1e-4) -> dict | None:
     """A softmax-regression head on the fit rows; accuracy on the held-out rows. None if < 2 classes."""
-    values, counts = np.unique(labels[fit & (labels != "")].astype(str), return_counts=True)
+    # The class list counts the whole catalog (labels only, no features): "articleType classes with
+    # >= 20 items" is a property of the catalog, not of the fit split.
+    values, counts = np.unique(labels[labels != ""].astype(str), return_counts=True)
     classes = [str(v) for v, c in zip(values, counts) if c >= MIN_CLASS_COUNT]
     if len(classes) < 2:
         return None

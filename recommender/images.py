@@ -40,7 +40,11 @@ def _open(data: bytes) -> Image.Image:
             img.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"The image has more than the {MAX_PIXELS // 1_000_000} megapixels this service accepts; send a smaller photo."
+        ) from None
+    except UnidentifiedImageError:
         raise ImageError("The file is not an image this service can read; send a JPEG, PNG, WebP or GIF photo.") from None
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageError("The image file is damaged or truncated; send the complete photo again.") from None

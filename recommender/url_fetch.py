@@ -84,18 +84,19 @@ class Target:
 
 
 class URLFetcher:
-    """Fetch image bytes from a public http(s) URL. `allow_loopback` exists for tests and load runs only."""
+    """Fetch image bytes from a public http(s) URL.
 
-    def __init__(self, resolver: Resolver = system_resolver, allow_loopback: bool = False,
+    `allow_addresses` names exact non-public addresses that may be fetched anyway: for tests and load
+    runs against a local server only; it is empty unless a caller sets it."""
+
+    def __init__(self, resolver: Resolver = system_resolver, allow_addresses: frozenset[str] = frozenset(),
                  timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_BYTES) -> None:
-        self.resolver, self.allow_loopback = resolver, allow_loopback
+        self.resolver = resolver
+        self.allow_addresses = frozenset(str(ipaddress.ip_address(a)) for a in allow_addresses)
         self.timeout_s, self.max_bytes = timeout_s, max_bytes
 
     def allowed(self, ip: Address) -> bool:
-        if is_public(ip):
-            return True
-        inner = _embedded_ipv4(ip) or ip
-        return self.allow_loopback and inner.is_loopback
+        return is_public(ip) or str(ip) in self.allow_addresses
 
     def check(self, url: str) -> Target:
         """Decide whether `url` may be fetched and which checked address to connect to."""
@@ -137,6 +138,7 @@ class URLFetcher:
             conn.sock = socket.create_connection((address, target.port), timeout)
             if target.scheme == "https":
                 conn.sock = context.wrap_socket(conn.sock, server_hostname=target.host)
+            conn.checked_socket = conn.sock  # http.client drops conn.sock on "Connection: close"
         conn.connect = connect
         return conn
 
@@ -183,7 +185,7 @@ class URLFetcher:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise URLRefused(f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link.")
-                conn.sock.settimeout(remaining)
+                conn.checked_socket.settimeout(remaining)
                 chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
                 if not chunk:
                     return b"".join(chunks)

@@ -1,0 +1,138 @@
+"""The app's JSON API, called as clients call it: gradio_client against the app on a loopback port,
+with the real weights and a small real catalog."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from gradio_client import Client, handle_file
+
+import app as app_module
+from recommender import Recommender
+from recommender.catalog import CatalogSource
+from recommender.pipeline import precompute
+from recommender.service import Service
+from recommender.url_fetch import URLFetcher
+from tests.conftest import SAMPLE, make_catalog, sample_rows
+from tests.image_server import ImageServer
+
+WATCH = SAMPLE / "images" / "10138.jpg"
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, real_embedder):
+    folder = make_catalog(tmp_path_factory.mktemp("cat"), sample_rows(300))
+    out = tmp_path_factory.mktemp("idx") / "index"
+    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images():
+    with ImageServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(index_dir, real_embedder, images):
+    service = Service(URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=5))
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder))
+    demo = app_module.build_app(service)
+    demo.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
+                                                   allowed_paths=[str(index_dir / "thumbnails")], quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def assert_matches(results, k, **expected):
+    assert len(results) == k
+    for match in results:
+        assert set(match) == {"id", "name", "score", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "image"}
+        for key, value in expected.items():
+            assert match[key] == value
+        assert open(match["image"], "rb").read(2) == b"\xff\xd8"  # the thumbnail really came over
+
+
+def test_recommend_image_classifies_and_returns_k_similar_items(client):
+    out = client.predict(handle_file(str(WATCH)), 6, api_name="/recommend_image")
+    assert out["classification"]["articleType"][0]["label"] == "Watches"
+    assert set(out["classification"]) >= {"articleType", "gender", "masterCategory", "baseColour", "usage"}
+    assert all(len(v) <= 3 and 0 <= v[0]["confidence"] <= 1 for v in out["classification"].values())
+    assert_matches(out["results"], 6)
+    assert out["results"][0]["id"] == 10138 and out["results"][0]["score"] > 0.99
+    assert [m["articleType"] for m in out["results"]].count("Watches") >= 5
+
+
+def test_recommend_image_respects_filters(client):
+    out = client.predict(handle_file(str(WATCH)), 5, "Women", "Apparel", "All", api_name="/recommend_image")
+    assert_matches(out["results"], 5, gender="Women", masterCategory="Apparel")
+    out = client.predict(handle_file(str(WATCH)), 4, "All", "All", "Tshirts", api_name="/recommend_image")
+    assert_matches(out["results"], 4, articleType="Tshirts")
+
+
+def test_empty_filter_combination_returns_no_results_not_an_error(client):
+    out = client.predict(handle_file(str(WATCH)), 5, "Boys", "Footwear", "Sarees", api_name="/recommend_image")
+    assert out["results"] == []
+
+
+def test_recommend_url_fetches_from_the_local_server(client, images):
+    out = client.predict(images.url("/images/10138.jpg"), 3, api_name="/recommend_url")
+    assert out["results"][0]["id"] == 10138
+
+
+def test_similar_item_excludes_itself_and_filters(client):
+    out = client.predict(10138, 5, "Men", api_name="/similar_item")
+    assert_matches(out["results"], 5, gender="Men")
+    assert 10138 not in [m["id"] for m in out["results"]]
+
+
+def test_classify_returns_top3_per_head(client):
+    out = client.predict(handle_file(str(WATCH)), api_name="/classify")
+    assert out["masterCategory"][0] == {"label": "Accessories", "confidence": out["masterCategory"][0]["confidence"]}
+    assert len(out["articleType"]) == 3
+
+
+def test_browse_pages_through_the_filtered_catalog(client):
+    first = client.predict("Men", "Apparel", "All", 1, api_name="/browse")
+    second = client.predict("Men", "Apparel", "All", 2, api_name="/browse")
+    assert first["total"] > 24
+    assert_matches(first["results"], 12, gender="Men", masterCategory="Apparel")
+    ids = [m["id"] for m in first["results"] + second["results"]]
+    assert ids == sorted(ids) and len(set(ids)) == 24
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.predict(handle_file(__file__), api_name="/recommend_image"), "not an image"),
+    (lambda c: c.predict("http://169.254.169.254/latest/meta-data", api_name="/recommend_url"), "private or local"),
+    (lambda c: c.predict("ftp://example.com/x.jpg", api_name="/recommend_url"), "Only http"),
+    (lambda c: c.predict(1, api_name="/similar_item"), "No catalog item with id 1"),
+    (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be between"),
+    (lambda c: c.predict("All", "All", "All", 0, api_name="/browse"), "page must be"),
+])
+def test_bad_requests_get_one_clear_sentence(client, call, message):
+    with pytest.raises(Exception, match=message) as info:
+        call(client)
+    assert "Traceback" not in str(info.value)
+    assert client.predict(10138, 2, api_name="/similar_item")["results"]  # and the server still answers
+
+
+def test_app_answers_with_a_clear_message_while_the_index_is_building():
+    service = Service()
+    demo = app_module.build_app(service)
+    demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        with pytest.raises(Exception, match="being prepared"):
+            Client(demo.local_url, verbose=False).predict(handle_file(str(WATCH)), api_name="/classify")
+    finally:
+        demo.close()
+
+
+def test_app_refuses_to_start_on_a_damaged_index(index_dir, tmp_path, real_weights, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(index_dir, damaged)
+    (damaged / "metadata.json").write_text("{}")
+    assert app_module.main(["--index", str(damaged), "--weights", str(real_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "metadata.json does not match its checksum" in err and err.count("\n") == 1

@@ -1,0 +1,68 @@
+"""End to end in headless Chromium: upload a photo, see k results and the classification, select a
+result for more like it."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import app as app_module
+from recommender import Recommender
+from recommender.catalog import CatalogSource
+from recommender.pipeline import precompute
+from recommender.service import Service
+from tests.conftest import ROOT, SAMPLE, make_catalog, sample_rows
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's chromium and playwright (make browser, requirements-dev.txt)")
+        pytest.skip("chromium or playwright not installed (`make browser`)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, real_embedder):
+    folder = make_catalog(tmp_path_factory.mktemp("cat"), sample_rows(300))
+    out = tmp_path_factory.mktemp("idx") / "index"
+    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
+    service = Service()
+    service.set_recommender(Recommender.load(out, embedder=real_embedder))
+    demo = app_module.build_app(service, [str(SAMPLE / "images" / "10138.jpg")])
+    demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, allowed_paths=[str(out / "thumbnails")])
+    yield demo.local_url
+    demo.close()
+
+
+def test_upload_shows_k_results_and_classification_then_more_like_this(browser, app_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("text=Catalog:", timeout=30_000)
+    page.set_input_files("input[type=file]", str(SAMPLE / "images" / "10138.jpg"))
+    page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
+    page.wait_for_selector("[data-testid=label-output-value]", timeout=30_000)
+    assert "Watches" in page.inner_text("[data-testid=label-output-value]")
+    first_caption = page.locator(".thumbnail-item").first.inner_text()
+    page.locator(".thumbnail-item").nth(1).click()
+    page.wait_for_function(
+        "c => document.querySelectorAll('.thumbnail-item').length === 12 && "
+        "document.querySelector('.thumbnail-item').innerText !== c", arg=first_caption, timeout=30_000)
+    shot = Path(os.environ.get("SCREENSHOT_TO", tmp_path / "app.png"))
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    page.close()
