@@ -191,7 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     service = Service()
-    if (args.index / "manifest.json").exists() or args.index.exists():
+    repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
+    if repo and not args.index.exists():
+        from recommender.artifacts import download_from_hub
+
+        try:
+            download_from_hub(repo, args.index)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.index.exists():
         try:  # an existing index must be sound: refuse to start rather than serve wrong results
             service.set_recommender(Recommender.load(args.index, weights=args.weights))
         except UserError as exc:

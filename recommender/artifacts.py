@@ -108,3 +108,19 @@ def publish(staging: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def download_from_hub(repo_id: str, dest: Path, repo_type: str = "dataset") -> Path:
+    """Fetch an artifacts directory published on the Hub (for a Space), verified like a local one."""
+    from huggingface_hub import snapshot_download
+
+    staging = dest.with_name(dest.name + ".download")
+    try:
+        snapshot_download(repo_id, repo_type=repo_type, local_dir=str(staging))
+    except Exception as exc:  # network, auth, unknown repo: one sentence for the operator
+        raise ArtifactsError(f"Could not download the index from the Hub repo {repo_id} ({type(exc).__name__}); "
+                             "check RECOMMENDER_INDEX_REPO and the Space's network/token.") from None
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    read_manifest(staging)
+    publish(staging, dest)
+    return dest

@@ -11,9 +11,12 @@ HEAD_COLUMNS = ("articleType", "gender", "masterCategory", "subCategory", "baseC
 MIN_CLASS_COUNT = 20
 
 
-def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 300,
-               weight_decay: float = 1e-4) -> dict | None:
-    """A softmax-regression head on the fit rows; accuracy on the held-out rows. None if < 2 classes."""
+def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 500, lr: float = 3e-2,
+               weight_decay: float = 0.0) -> dict | None:
+    """A softmax-regression head on the fit rows; accuracy on the held-out rows. None if < 2 classes.
+
+    500 full-batch Adam steps at lr 3e-2 without weight decay, chosen on a validation split inside the
+    fit part (articleType 0.875 vs 0.815 for 300 steps, lr 1e-2, wd 1e-4; see README)."""
     # The class list counts the whole catalog (labels only, no features): "articleType classes with
     # >= 20 items" is a property of the catalog, not of the fit split.
     values, counts = np.unique(labels[labels != ""].astype(str), return_counts=True)
@@ -26,7 +29,7 @@ def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 
     torch.manual_seed(0)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x[train], np.float32)), torch.from_numpy(y[train])
     linear = torch.nn.Linear(x.shape[1], len(classes))
-    optimiser = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=weight_decay)
+    optimiser = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):  # full-batch: a few thousand rows x 2048 fit in one step
         optimiser.zero_grad()
         loss = torch.nn.functional.cross_entropy(linear(xt), yt)

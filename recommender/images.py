@@ -92,8 +92,9 @@ def load_image(source: ImageInput) -> Image.Image:
 
 
 def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Centre the image on a white square: catalog photos are portraits on white, so padding keeps the
-    whole garment (measured: pad-to-square beats centre crop on the catalog, see README)."""
+    """Centre the image on a white square, so no part of the product is cropped away. On the catalog
+    it ties with centre crop (leave-one-out P@10 articleType 0.7548 vs 0.7563, 2,000 items, README);
+    for shopper photos of any shape it keeps the whole item in view."""
     width, height = img.size
     side = max(width, height)
     if width == height:

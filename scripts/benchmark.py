@@ -1,0 +1,165 @@
+"""Speed and memory, side by side in one run (medians over repeats; this machine is noisy).
+
+    python scripts/benchmark.py --index DIR --data ../shared/data/fashion-dev --out bench.json [--weights PATH]
+
+Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same
+images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
+and app peak RSS for the real catalog and for a synthetic 44k x 2048 catalog."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FULL_CATALOG = 44_072
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def precompute_throughput(data: Path, weights: str | None, images: int, repeats: int) -> dict:
+    import torch
+
+    from recommender.catalog import CatalogSource
+    from recommender.embedder import Embedder
+    from recommender.images import load_image
+    from recommender.pipeline import embed_catalog
+
+    embedder = Embedder(weights)
+    naive = Embedder(weights, precision="fp32")
+    naive.model = naive.model.to(memory_format=torch.contiguous_format)
+    items = [i for i in CatalogSource(str(data), images) if i.data]
+    pipeline_runs, naive_runs = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, progress=False)
+            pipeline_runs.append(len(items) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for item in items:  # one image at a time, fp32, no batching, decode inline
+                naive.model(naive.preprocess(load_image(item.data))[None])
+        naive_runs.append(len(items) / (time.perf_counter() - t0))
+    return {"images": len(items), "repeats": repeats, "precision": embedder.precision,
+            "pipeline_img_s": round(statistics.median(pipeline_runs), 1), "naive_img_s": round(statistics.median(naive_runs), 1),
+            "speedup": round(statistics.median(pipeline_runs) / statistics.median(naive_runs), 2),
+            "pipeline_runs": [round(r, 1) for r in pipeline_runs], "naive_runs": [round(r, 1) for r in naive_runs]}
+
+
+def query_latency(index: Path, data: Path, weights: str | None, queries: int) -> dict:
+    from recommender import Recommender
+    from recommender.images import load_image
+
+    rec = Recommender.load(index, weights=weights)
+    ids = rec.metadata.ids[:: max(1, len(rec.metadata) // queries)][:queries]
+    photos = [load_image(data / "images" / f"{i}.jpg") for i in ids]
+    rec.search(photos[0], 12)  # warm-up
+    search_ms, hnsw_ms, exact_ms = [], [], []
+    for photo, item_id in zip(photos, ids):
+        t0 = time.perf_counter()
+        rec.search(photo, 12)
+        search_ms.append(1e3 * (time.perf_counter() - t0))
+        q = rec.vector_of(item_id)
+        t0 = time.perf_counter()
+        rec.index.search(q, 12)
+        hnsw_ms.append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        rec.index.exact(q, 12)
+        exact_ms.append(1e3 * (time.perf_counter() - t0))
+    summary = lambda v: {"p50": round(percentile(v, 50), 3), "p95": round(percentile(v, 95), 3)}  # noqa: E731
+    return {"queries": len(ids), "catalog": len(rec.metadata), "search_ms": summary(search_ms),
+            "hnsw_ms": summary(hnsw_ms), "exact_ms": summary(exact_ms)}
+
+
+RSS_PROBE = r"""
+import json, resource, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import gradio  # noqa: F401  (the app process has it loaded)
+from recommender.embedder import Embedder
+from recommender.index import VectorIndex
+embedder = Embedder(sys.argv[4] or None)
+index = VectorIndex.load(sys.argv[2], sys.argv[3])
+from PIL import Image
+for i in range(20):
+    q = embedder.embed_one(Image.new("RGB", (60, 80), (i * 10, 80, 120)))
+    index.search(q, 12)
+    index.search(q, 12, np.arange(len(index)) % 7 == 0)
+print(json.dumps({"rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def app_rss(embeddings: Path, hnsw: Path, weights: str | None) -> float:
+    result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(Path(__file__).resolve().parents[1]), str(embeddings),
+                             str(hnsw), weights or ""], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["rss_mb"]
+
+
+def index_scale(index: Path, weights: str | None) -> dict:
+    """Build time and app peak RSS for the real catalog and a synthetic full-size one."""
+    from recommender import artifacts
+    from recommender.index import build_hnsw
+
+    real = np.load(index / artifacts.EMBEDDINGS)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        synthetic = rng.normal(size=(FULL_CATALOG, real.shape[1])).astype(np.float32)
+        synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
+        for name, vectors in (("real", real), ("synthetic_44k", synthetic)):
+            t0 = time.perf_counter()
+            hnsw = build_hnsw(vectors)
+            build_s = time.perf_counter() - t0
+            np.save(Path(tmp) / f"{name}.npy", vectors)
+            hnsw.save_index(str(Path(tmp) / f"{name}.hnsw"))
+            del hnsw
+            out[name] = {"items": len(vectors), "build_s": round(build_s, 2),
+                         "rss_mb": app_rss(Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--weights")
+    parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args(argv)
+    result = {"precompute": precompute_throughput(args.data, args.weights, args.images, args.repeats)}
+    print(json.dumps(result["precompute"]), flush=True)
+    latency = query_latency(args.index, args.data, args.weights, args.queries)
+    result.update(latency)
+    print(json.dumps(latency), flush=True)
+    result["index"] = index_scale(args.index, args.weights)
+    result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    p, s = result["precompute"], result
+    print(f"""
+| measure | value |
+|---|---|
+| precompute, real pipeline ({p['precision']}) | {p['pipeline_img_s']} img/s |
+| precompute, naive per-image fp32 loop | {p['naive_img_s']} img/s ({p['speedup']}x) |
+| Recommender.search p50 / p95 | {s['search_ms']['p50']:.1f} / {s['search_ms']['p95']:.1f} ms |
+| HNSW alone p50 / p95 | {s['hnsw_ms']['p50']:.3f} / {s['hnsw_ms']['p95']:.3f} ms |
+| exact brute force p50 ({s['catalog']} items) | {s['exact_ms']['p50']:.2f} ms |
+| index build, real {s['index']['real']['items']} / synthetic 44k | {s['index']['real']['build_s']} / {s['index']['synthetic_44k']['build_s']} s |
+| app peak RSS, real / synthetic 44k | {s['index']['real']['rss_mb']} / {s['index']['synthetic_44k']['rss_mb']} MB |""")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

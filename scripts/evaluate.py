@@ -1,0 +1,212 @@
+"""Measure a built index on real data, on the held-out part of the split by product id.
+
+    python scripts/evaluate.py --index DIR --data ../shared/data/fashion-dev --out reports/eval [--weights PATH]
+                               [--ablations N]
+
+Writes report.json, report.md and PNG plots to --out."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender import Recommender  # noqa: E402
+from recommender.cli import run_cli  # noqa: E402
+from recommender.errors import UserError  # noqa: E402
+from recommender.evaluation import (classification_report, feedback_lift, leave_one_out_precision,  # noqa: E402
+                                    retrieval_report, shopper_photo)
+from recommender.images import load_image  # noqa: E402
+from recommender.service import rocchio  # noqa: E402
+from recommender.split import heldout_mask  # noqa: E402
+
+FIELDS = ("articleType", "subCategory", "gender", "masterCategory", "baseColour")
+
+
+def robustness(rec: Recommender, data: Path, rows: np.ndarray, n: int, seed: int = 0) -> dict:
+    """Shopper photos of held-out products through the full query path: same product at rank 1 / in top 10."""
+    rng = random.Random(seed)
+    chosen = rng.sample(list(rows), min(n, len(rows)))
+    sha = rec.metadata.image_sha
+    rank1 = top10 = 0
+    for row in tqdm(chosen, desc="shopper photos", unit="q"):
+        item_id = int(rec.metadata.ids[row])
+        photo = shopper_photo(load_image(data / "images" / f"{item_id}.jpg"), rng)
+        found = [rec.metadata.row_of(m.id) for m in rec.search(photo, 10)]
+        same = [r == row or (sha[row] and sha[r] == sha[row]) for r in found]  # a byte-identical twin counts
+        rank1 += bool(same and same[0])
+        top10 += any(same)
+    return {"rank1": round(rank1 / len(chosen), 4), "top10": round(top10 / len(chosen), 4), "queries": len(chosen)}
+
+
+def filtered_recall(rec: Recommender, rows: np.ndarray, n: int = 200, k: int = 10) -> dict:
+    """Recall@k of the shipped search path against exact filtered brute force."""
+    md = rec.metadata
+    article_counts = {v: int((md.columns["articleType"] == v).sum()) for v in md.values("articleType")}
+    rare = min((v for v, c in article_counts.items() if c >= k), key=article_counts.get)
+    cases = {"none": None, "common: gender=Men": {"gender": "Men"},
+             "common: masterCategory=Apparel": {"masterCategory": "Apparel"},
+             f"rare: articleType={rare} ({article_counts[rare]} items)": {"articleType": rare},
+             "combined: Women + Footwear": {"gender": "Women", "masterCategory": "Footwear"}}
+    queries = rows[:n]
+    out = {}
+    for name, filters in cases.items():
+        mask = md.mask(filters)
+        allowed = np.arange(len(md)) if mask is None else np.flatnonzero(mask)
+        recalls = []
+        for row in queries:
+            q = np.asarray(rec.index.embeddings[row], np.float32)
+            got = rec.index.search(q, k, mask)[0]
+            exact = rec.index.exact(q, k, allowed)[0]
+            recalls.append(len(set(got) & set(exact)) / len(exact))
+        out[name] = round(float(np.mean(recalls)), 4)
+    return out
+
+
+def ablations(data: Path, weights: str | None, limit: int) -> dict:
+    """Leave-one-out P@10 articleType on the first `limit` rows for preprocessing choices."""
+    from recommender.catalog import CatalogSource
+    from recommender.embedder import Embedder
+    from recommender.images import pad_to_square
+    from recommender.metadata import Metadata
+
+    items = [i for i in CatalogSource(str(data), limit) if i.data]
+    metadata = Metadata([i.id for i in items], {c: [i.attributes[c] for i in items] for c in items[0].attributes},
+                        [str(hash(i.data)) for i in items])
+    images = [load_image(i.data) for i in items]
+    results = {}
+    for name, size, pad in (("pad-to-square 224", 224, True), ("centre crop 224", 224, False),
+                            ("pad-to-square 160", 160, True), ("pad-to-square 128", 128, True)):
+        embedder = Embedder(weights, input_size=size)
+        if not pad:  # timm's own eval transform: resize shorter side, centre crop
+            import timm
+
+            config = timm.data.resolve_data_config({}, model=embedder.model)
+            config.update(input_size=(3, size, size), crop_pct=1.0)
+            transform = timm.data.create_transform(**config)
+            preprocess = transform
+        else:
+            preprocess = lambda img, e=embedder: e.transform(pad_to_square(img))  # noqa: E731
+        import torch
+
+        vectors = np.concatenate([embedder.forward(torch.stack([preprocess(img) for img in images[s:s + 64]]))[0]
+                                  for s in tqdm(range(0, len(images), 64), desc=name, unit="batch")])
+        results[name] = round(leave_one_out_precision(vectors, metadata, "articleType", 10), 4)
+    return results
+
+
+def plots(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_type = report["retrieval"]["per_articleType_P@10"]
+    names = sorted(per_type, key=per_type.get)
+    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(names))))
+    ax.barh(names, [per_type[n] for n in names], color="#f97316")
+    ax.set_xlabel("P@10 (same article type), held-out queries")
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(out / "per_article_type_p10.png", dpi=110)
+    plt.close(fig)
+
+    head = report["heads"]["articleType"]
+    confusion = np.array(head["confusion"], np.float64)
+    confusion /= np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(11, 10))
+    ax.imshow(confusion, cmap="Oranges", vmin=0, vmax=1)
+    ax.set_xticks(range(len(head["classes"])), head["classes"], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(head["classes"])), head["classes"], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"articleType head, held-out accuracy {head['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_article_type.png", dpi=110)
+    plt.close(fig)
+
+    if report.get("ablations"):
+        settings = report["ablations"]
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.barh(list(settings), list(settings.values()), color="#2563eb")
+        ax.set_xlabel("leave-one-out P@10 articleType")
+        ax.set_xlim(min(settings.values()) - 0.05, max(settings.values()) + 0.02)
+        fig.tight_layout()
+        fig.savefig(out / "settings_effect.png", dpi=110)
+        plt.close(fig)
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Evaluation report", "", f"Index: `{report['index']}` ({report['catalog_items']} items); "
+             f"{report['heldout_queries']} held-out queries (split by product id).", "",
+             "| field | P@1 | P@5 | P@10 | mAP@10 |", "|---|---|---|---|---|"]
+    for field in FIELDS:
+        r = report["retrieval"][field]
+        lines.append(f"| {field} | {r['P@1']:.3f} | {r['P@5']:.3f} | {r['P@10']:.3f} | {r['mAP@10']:.3f} |")
+    lines += ["", f"Shopper photos: rank-1 {report['shopper_photo']['rank1']:.3f}, top-10 {report['shopper_photo']['top10']:.3f} "
+              f"({report['shopper_photo']['queries']} queries).", "", f"HNSW recall@10 vs exact: {report['hnsw_recall@10']:.4f}", "",
+              "| filter | recall@10 |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report["filtered_recall@10"].items()]
+    lines += ["", "| head | accuracy | macro-F1 |", "|---|---|---|"]
+    lines += [f"| {h} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} |" for h, v in report["heads"].items()]
+    f = report["personalisation"]
+    lines += ["", f"Feedback (Rocchio, {f['rounds']} rounds): P@10 of same type and colour "
+              f"{f['P@10_type_and_colour_before']:.3f} → {f['P@10_type_and_colour_after']:.3f}."]
+    if report.get("ablations"):
+        lines += ["", "| setting | LOO P@10 articleType |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in report["ablations"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="Kaggle-style folder the index was built from")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--weights")
+    parser.add_argument("--shopper-photos", type=int, default=500)
+    parser.add_argument("--ablations", type=int, default=0, metavar="N", help="also compare preprocessing on the first N rows")
+    args = parser.parse_args(argv)
+
+    def run() -> dict:
+        if not (args.data / "images").is_dir():
+            raise UserError(f"{args.data} has no images/ folder; pass the Kaggle-style folder the index was built from.")
+        started = time.perf_counter()
+        rec = Recommender.load(args.index, weights=args.weights)
+        rows = np.flatnonzero(heldout_mask(rec.metadata.ids))
+        embeddings = np.asarray(rec.index.embeddings)
+        report = {"index": str(args.index), "catalog_items": len(rec.metadata), "heldout_queries": int(len(rows))}
+        print("retrieval …", flush=True)
+        report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS)
+        report["shopper_photo"] = robustness(rec, args.data, rows, args.shopper_photos)
+        print("filtered recall …", flush=True)
+        recall = filtered_recall(rec, rows)
+        report["hnsw_recall@10"] = recall.pop("none")
+        report["filtered_recall@10"] = recall
+        report["heads"] = classification_report(rec.heads, embeddings, rec.metadata, rows)
+        print("feedback simulation …", flush=True)
+        report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
+        if args.ablations:
+            report["ablations"] = ablations(args.data, args.weights, args.ablations)
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.json").write_text(json.dumps(report, indent=1))
+        (args.out / "report.md").write_text(markdown(report))
+        plots(report, args.out)
+        return report
+
+    report = run_cli(run)
+    if report is None:
+        return 2
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
