@@ -15,6 +15,7 @@ from gradio.data_classes import FileData
 from recommender import Recommender
 from recommender.errors import ArtifactsError, UserError
 from recommender.service import Profile, Service
+from recommender.url_fetch import URLFetcher
 from recommender.ui import (article_label, details_markdown, file_path, gallery, guarded, result_choices,
                             served)
 
@@ -190,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)
 
-    service = Service()
+    # Test/load runs only: exact non-public addresses (e.g. 127.0.0.1) the URL fetcher may reach.
+    allowed = frozenset(a for a in env("RECOMMENDER_TEST_ALLOW_ADDRESSES", "").split(",") if a)
+    service = Service(URLFetcher(allow_addresses=allowed))
     repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
     if repo and not args.index.exists():
         from recommender.artifacts import download_from_hub

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender.catalog import DEFAULT_SOURCE, CatalogSource  # noqa: E402
-from recommender.pipeline import BATCH_SIZE  # noqa: E402
+from recommender.pipeline import BATCH_SIZE, SHARD_SIZE  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"default {BATCH_SIZE} (fastest measured on 2 cores)")
     parser.add_argument("--num-shards", type=int, default=1, help="split the stream into N slices (one per machine)")
     parser.add_argument("--shard-index", type=int, default=0, help="which slice this run embeds")
+    parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="rows per resumable shard")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="SLICE_DIR", help="join finished slices into --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
         embedder = Embedder(args.weights)
         print(f"Model: {embedder.weights_info['source']} ({embedder.precision}); source: {source.kind} {args.source}", flush=True)
-        return precompute(source, args.out, embedder, args.batch_size, args.num_shards, args.shard_index, progress=not args.quiet)
+        return precompute(source, args.out, embedder, args.batch_size, args.num_shards, args.shard_index,
+                          shard_size=args.shard_size, progress=not args.quiet)
 
     result = run_cli(run)
     if result is None:

@@ -2,6 +2,7 @@
 pipeline tests, and the real converted npm weights for the tests that need real features."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -97,3 +98,29 @@ def real_weights() -> Path:
 @pytest.fixture(scope="session")
 def real_embedder(real_weights) -> Embedder:
     return Embedder(real_weights)
+
+
+@pytest.fixture(scope="session")
+def real_index(tmp_path_factory, real_embedder) -> Path:
+    """An index of the first 300 sample products built with the real weights."""
+    from recommender.catalog import CatalogSource
+    from recommender.pipeline import precompute
+
+    folder = make_catalog(tmp_path_factory.mktemp("real-catalog"), sample_rows(300))
+    out = tmp_path_factory.mktemp("real-index") / "index"
+    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
+    return out
+
+
+@contextlib.contextmanager
+def serve(service, index_dir: Path, examples: list[str] | None = None):
+    """The app on a free loopback port; yields its URL."""
+    import app as app_module
+
+    demo = app_module.build_app(service, examples)
+    demo.queue(default_concurrency_limit=8).launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                                                   allowed_paths=[str(index_dir / "thumbnails")])
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()

@@ -9,22 +9,17 @@ from gradio_client import Client, handle_file
 
 import app as app_module
 from recommender import Recommender
-from recommender.catalog import CatalogSource
-from recommender.pipeline import precompute
 from recommender.service import Service
 from recommender.url_fetch import URLFetcher
-from tests.conftest import SAMPLE, make_catalog, sample_rows
+from tests.conftest import SAMPLE, serve
 from tests.image_server import ImageServer
 
 WATCH = SAMPLE / "images" / "10138.jpg"
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, real_embedder):
-    folder = make_catalog(tmp_path_factory.mktemp("cat"), sample_rows(300))
-    out = tmp_path_factory.mktemp("idx") / "index"
-    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
-    return out
+def index_dir(real_index):
+    return real_index
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +32,8 @@ def images():
 def client(index_dir, real_embedder, images):
     service = Service(URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=5))
     service.set_recommender(Recommender.load(index_dir, embedder=real_embedder))
-    demo = app_module.build_app(service)
-    demo.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
-                                                   allowed_paths=[str(index_dir / "thumbnails")], quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with serve(service, index_dir) as url:
+        yield Client(url, verbose=False)
 
 
 def assert_matches(results, k, **expected):
@@ -118,15 +108,10 @@ def test_bad_requests_get_one_clear_sentence(client, call, message):
     assert client.predict(10138, 2, api_name="/similar_item")["results"]  # and the server still answers
 
 
-def test_app_answers_with_a_clear_message_while_the_index_is_building():
-    service = Service()
-    demo = app_module.build_app(service)
-    demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    try:
+def test_app_answers_with_a_clear_message_while_the_index_is_building(index_dir):
+    with serve(Service(), index_dir) as url:
         with pytest.raises(Exception, match="being prepared"):
-            Client(demo.local_url, verbose=False).predict(handle_file(str(WATCH)), api_name="/classify")
-    finally:
-        demo.close()
+            Client(url, verbose=False).predict(handle_file(str(WATCH)), api_name="/classify")
 
 
 def test_app_refuses_to_start_on_a_damaged_index(index_dir, tmp_path, real_weights, capsys):

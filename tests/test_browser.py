@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import app as app_module
 from recommender import Recommender
-from recommender.catalog import CatalogSource
-from recommender.pipeline import precompute
 from recommender.service import Service
-from tests.conftest import ROOT, SAMPLE, make_catalog, sample_rows
+from tests.conftest import SAMPLE, serve
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -37,16 +34,11 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, real_embedder):
-    folder = make_catalog(tmp_path_factory.mktemp("cat"), sample_rows(300))
-    out = tmp_path_factory.mktemp("idx") / "index"
-    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
+def app_url(real_index, real_embedder):
     service = Service()
-    service.set_recommender(Recommender.load(out, embedder=real_embedder))
-    demo = app_module.build_app(service, [str(SAMPLE / "images" / "10138.jpg")])
-    demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, allowed_paths=[str(out / "thumbnails")])
-    yield demo.local_url
-    demo.close()
+    service.set_recommender(Recommender.load(real_index, embedder=real_embedder))
+    with serve(service, real_index, [str(SAMPLE / "images" / "10138.jpg")]) as url:
+        yield url
 
 
 def test_upload_shows_k_results_and_classification_then_more_like_this(browser, app_url, tmp_path):

@@ -1,0 +1,203 @@
+"""Drive the app with concurrent gradio_client clients and check every answer.
+
+    python scripts/loadtest.py --index DIR [--weights PATH] --clients 32 --requests 2000 [--url URL]
+
+Without --url it starts `app.py` on a free loopback port (and a local image server for the URL
+endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
+upload, URL, similar-item, classify and filtered browse. Exits non-zero on any error or wrong result.
+Bounded: stops after --requests or --max-seconds, whichever comes first."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from recommender.metadata import Metadata  # noqa: E402
+from tests.image_server import ImageServer  # noqa: E402
+
+SAMPLE_IMAGES = sorted((ROOT / "data" / "sample" / "images").glob("*.jpg"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def check_matches(results: list[dict], k: int, known_ids: set[int], **expected: str) -> str | None:
+    """None if the answer is right, else what is wrong."""
+    if len(results) != k:
+        return f"{len(results)} results instead of {k}"
+    for match in results:
+        if match["id"] not in known_ids:
+            return f"unknown id {match['id']}"
+        for key, value in expected.items():
+            if value != "All" and match[key] != value:
+                return f"filter {key}={value} violated by {match['id']}"
+    return None
+
+
+def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageServer):
+    """An endless mix of (endpoint name, callable(client) -> error or None)."""
+    known = set(int(i) for i in metadata.ids)
+    genders = ["All"] + metadata.values("gender")[:3]
+    masters = ["All"] + metadata.values("masterCategory")[:3]
+    while True:
+        k = rng.choice([1, 5, 12, 30])
+        gender, master = rng.choice(genders), rng.choice(masters)
+        expected_total = metadata.mask({"gender": gender, "masterCategory": master})
+        available = len(metadata) if expected_total is None else int(expected_total.sum())
+        kk = min(k, available)
+        image = rng.choice(SAMPLE_IMAGES)
+        kind = rng.choices(["upload", "url", "similar", "classify", "browse"], [3, 1, 3, 1, 2])[0]
+        if kind == "upload":
+            yield kind, lambda c: check_matches(c.predict(handle_file(str(image)), k, gender, master, "All", api_name="/recommend_image")["results"], kk, known, gender=gender, masterCategory=master)
+        elif kind == "url":
+            url = image_server.url(f"/images/{image.name}")
+            yield kind, lambda c: check_matches(c.predict(url, k, gender, master, "All", api_name="/recommend_url")["results"], kk, known, gender=gender, masterCategory=master)
+        elif kind == "similar":
+            item = int(rng.choice(metadata.ids))
+            row = metadata.row_of(item)
+            sk = min(k, available - (1 if expected_total is None or expected_total[row] else 0))
+
+            def similar(c, item=item, sk=sk, gender=gender, master=master):
+                results = c.predict(item, k, gender, master, "All", api_name="/similar_item")["results"]
+                return "item returned itself" if item in [m["id"] for m in results] else check_matches(results, sk, known, gender=gender, masterCategory=master)
+            yield kind, similar
+        elif kind == "classify":
+            yield kind, lambda c: None if c.predict(handle_file(str(image)), api_name="/classify").get("articleType") else "no articleType"
+        else:
+            def browse(c, gender=gender, master=master, available=available):
+                out = c.predict(gender, master, "All", 1, api_name="/browse")
+                return (f"total {out['total']} != {available}" if out["total"] != available
+                        else check_matches(out["results"], min(12, available), known, gender=gender, masterCategory=master))
+            yield kind, browse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--weights", default=os.environ.get("RECOMMENDER_WEIGHTS"))
+    parser.add_argument("--url", help="a running app on loopback instead of starting one")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=50, help="requests before the RSS baseline")
+    parser.add_argument("--max-seconds", type=float, default=1800)
+    parser.add_argument("--out", type=Path, help="write the summary JSON here")
+    args = parser.parse_args(argv)
+    metadata = Metadata.load(args.index / "metadata.json")
+    with ImageServer() as image_server:
+        server = None
+        url = args.url
+        if url is None:
+            port = free_port()
+            env = dict(os.environ, RECOMMENDER_TEST_ALLOW_ADDRESSES="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
+            cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
+            if args.weights:
+                cmd += ["--weights", args.weights]
+            server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            url = f"http://127.0.0.1:{port}/"
+        try:
+            return run(args, url, server, metadata, image_server)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+
+
+def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, image_server: ImageServer) -> int:
+    deadline = time.monotonic() + 180
+    while True:  # wait for the app to answer
+        try:
+            Client(url, verbose=False)
+            break
+        except Exception:
+            if server is not None and server.poll() is not None:
+                print(f"the app exited: {server.stderr.read().decode()[-500:]}", file=sys.stderr)
+                return 2
+            if time.monotonic() > deadline:
+                print("the app did not start within 180 s", file=sys.stderr)
+                return 2
+            time.sleep(1)
+    rng = random.Random(0)
+    requests = make_requests(rng, metadata, image_server)
+    lock = threading.Lock()
+    latencies: dict[str, list[float]] = defaultdict(list)
+    failures: list[str] = []
+    counter = {"sent": 0}
+    rss = {}
+    stop_at = time.monotonic() + args.max_seconds
+
+    def worker() -> None:
+        client = Client(url, verbose=False)
+        while True:
+            with lock:
+                if counter["sent"] >= args.requests or time.monotonic() > stop_at:
+                    return
+                counter["sent"] += 1
+                n = counter["sent"]
+                kind, call = next(requests)
+                if n == args.warmup and server is not None:
+                    rss["after_warmup"] = rss_mb(server.pid)
+            t0 = time.perf_counter()
+            try:
+                problem = call(client)
+            except Exception as exc:  # any error counts
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            elapsed = time.perf_counter() - t0
+            with lock:
+                latencies[kind].append(elapsed)
+                if problem:
+                    failures.append(f"{kind}: {problem}")
+
+    if server is not None:
+        rss["start"] = rss_mb(server.pid)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if server is not None:
+        rss["end"] = rss_mb(server.pid)
+    done = sum(len(v) for v in latencies.values())
+    summary = {"clients": args.clients, "requests": done, "seconds": round(wall, 1), "throughput_rps": round(done / wall, 2),
+               "errors": len(failures), "first_errors": failures[:10],
+               "latency_ms": {k: {"n": len(v), "p50": round(1e3 * statistics.median(v), 1),
+                                  "p95": round(1e3 * float(np.percentile(v, 95)), 1),
+                                  "p99": round(1e3 * float(np.percentile(v, 99)), 1)} for k, v in sorted(latencies.items())},
+               "rss_mb": {k: round(v, 1) for k, v in rss.items()}}
+    if "after_warmup" in rss:
+        summary["rss_growth_after_warmup_mb"] = round(rss["end"] - rss["after_warmup"], 1)
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1))
+    return 1 if failures or done < args.requests else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
