@@ -25,7 +25,8 @@ demo: install weights
 test: install-dev weights browser
 	$(PYTHON) -m pytest -q
 
-# CI's quality floor: the first 2,000 rows of the real dev slice with the real weights.
+# CI quality floor: the first 2,000 rows of the real dev slice with the real weights; held-out queries
+# measured 0.8313 P@10 articleType (projection search, 2026-11-26), floor = that minus 2 points.
 quality-gate: install weights
 	$(PYTHON) scripts/precompute.py --source ../shared/data/fashion-dev --limit 2000 --out /tmp/quality-gate-index --quiet
-	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.72
+	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.81

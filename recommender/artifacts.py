@@ -16,12 +16,14 @@ from .errors import ArtifactsError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-EMBEDDINGS = "embeddings.npy"
+EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
+FEATURES = "features.npy"  # the raw 2048-d ResNet50 features (heads, rebuilding the projection)
+PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
 METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
-CHECKSUMMED = (EMBEDDINGS, INDEX, METADATA, HEADS)
+CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -62,6 +64,15 @@ def load_heads(path: Path, described: dict[str, dict]) -> dict[str, dict]:
     with np.load(path) as arrays:
         return {column: dict(info, weight=arrays[f"{column}.weight"], bias=arrays[f"{column}.bias"])
                 for column, info in described.items()}
+
+
+def save_projection(path: Path, projection: dict) -> None:
+    np.savez(path, weight=projection["weight"], bias=projection["bias"])
+
+
+def load_projection(path: Path, info: dict) -> dict:
+    with np.load(path) as arrays:
+        return {"weight": arrays["weight"], "bias": arrays["bias"], "info": info}
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

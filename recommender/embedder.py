@@ -55,8 +55,9 @@ class Embedder:
             "mean": [round(float(v), 6) for v in config["mean"]],
             "std": [round(float(v), 6) for v in config["std"]],
         }
-        # One forward pass at a time: PyTorch modules are thread-safe for inference, but two requests
-        # sharing 2 cores only slow each other down and double peak memory.
+        # One forward pass at a time: two requests sharing 2 cores only slow each other down and double
+        # peak memory. (A dedicated model thread was tried: each thread's OpenMP team then spins against
+        # the other's, and a query's features took 51 ms instead of 29.)
         self._lock = threading.Lock()
 
     @property

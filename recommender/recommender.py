@@ -14,6 +14,7 @@ from .heads import predict
 from .images import ImageInput
 from .index import VectorIndex
 from .metadata import Filters, Metadata
+from .projection import project
 
 MAX_K = 100
 
@@ -34,9 +35,9 @@ class Recommender:
     """Visual search over one artifacts directory with the Embedder it was built with."""
 
     def __init__(self, folder: Path, manifest: dict, embedder: Embedder, index: VectorIndex,
-                 metadata: Metadata, heads: dict[str, dict]) -> None:
+                 metadata: Metadata, heads: dict[str, dict], projection: dict) -> None:
         self.folder, self.manifest, self.embedder = folder, manifest, embedder
-        self.index, self.metadata, self.heads = index, metadata, heads
+        self.index, self.metadata, self.heads, self.projection = index, metadata, heads, projection
 
     @classmethod
     def load(cls, path: str | os.PathLike, weights: str | os.PathLike | None = None,
@@ -59,7 +60,8 @@ class Recommender:
         if not (len(index) == len(metadata) == manifest["count"]):
             raise ArtifactsError(f"The index, metadata and manifest in {folder} disagree on the item count; rebuild the index.")
         heads = artifacts.load_heads(folder / artifacts.HEADS, manifest["heads"])
-        return cls(folder, manifest, embedder, index, metadata, heads)
+        projection = artifacts.load_projection(folder / artifacts.PROJECTION, manifest["projection"])
+        return cls(folder, manifest, embedder, index, metadata, heads, projection)
 
     # --- building blocks --------------------------------------------------------------------------
 
@@ -77,7 +79,12 @@ class Recommender:
             raise UserError(f"No catalog item with id {item_id}; use an id from a search result.")
         return row
 
+    def to_search_space(self, features: np.ndarray) -> np.ndarray:
+        """Raw ResNet50 features -> the unit vector the index searches with."""
+        return project(self.projection, features)
+
     def vector_of(self, item_id: int | str) -> np.ndarray:
+        """A catalog item's stored search-space vector."""
         return np.asarray(self.index.embeddings[self.row_of(item_id)], np.float32)
 
     def search_vector(self, query: np.ndarray, k: int = 12, filters: Filters | None = None,
@@ -96,12 +103,13 @@ class Recommender:
 
     # --- the public API ---------------------------------------------------------------------------
 
-    def embed(self, image: ImageInput) -> np.ndarray:
+    def features(self, image: ImageInput) -> np.ndarray:
+        """The raw 2048-d ResNet50 features of an image (what the heads read)."""
         return self.embedder.embed_one(image)
 
     def search(self, image: ImageInput, k: int = 12, filters: Filters | None = None) -> list[Match]:
         """Catalog items most similar to `image` (PIL image, path or bytes), filtered exactly."""
-        return self.search_vector(self.embed(image), k, filters)
+        return self.search_vector(self.to_search_space(self.features(image)), k, filters)
 
     def similar_to(self, item_id: int | str, k: int = 12, filters: Filters | None = None) -> list[Match]:
         """Items similar to a catalog item, from its stored embedding (no re-embedding), itself excluded."""
@@ -113,4 +121,4 @@ class Recommender:
 
     def classify(self, image: ImageInput, top: int = 3) -> dict[str, list[tuple[str, float]]]:
         """Per attribute head, the `top` labels with probabilities."""
-        return self.classify_vector(self.embed(image), top)
+        return self.classify_vector(self.features(image), top)

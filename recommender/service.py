@@ -100,9 +100,10 @@ class Service:
     def recommend(self, image: ImageInput | None, k: int = 12, **filter_values: str) -> tuple[dict, np.ndarray]:
         """Classification and top-k for a photo; also returns the query vector for refinement."""
         rec = self.recommender
-        vector = rec.embed(self.load_image(image))
+        features = rec.features(self.load_image(image))
+        vector = rec.to_search_space(features)
         results = rec.search_vector(vector, int(k), filters(**filter_values))
-        return {"classification": classification_json(rec.classify_vector(vector)),
+        return {"classification": classification_json(rec.classify_vector(features)),
                 "results": [match_json(m) for m in results]}, vector
 
     def fetch_url(self, url: str) -> bytes:
@@ -113,7 +114,7 @@ class Service:
 
     def classify(self, image: ImageInput | None) -> dict:
         rec = self.recommender
-        return classification_json(rec.classify_vector(rec.embed(self.load_image(image))))
+        return classification_json(rec.classify_vector(rec.features(self.load_image(image))))
 
     def browse(self, page: int = 1, page_size: int = 12, **filter_values: str) -> dict:
         """The catalog in id order, filtered, one page at a time (no photo needed)."""

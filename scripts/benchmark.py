@@ -91,8 +91,11 @@ from recommender.index import VectorIndex
 embedder = Embedder(sys.argv[4] or None)
 index = VectorIndex.load(sys.argv[2], sys.argv[3])
 from PIL import Image
+rng = np.random.default_rng(0)
 for i in range(20):
-    q = embedder.embed_one(Image.new("RGB", (60, 80), (i * 10, 80, 120)))
+    embedder.embed_one(Image.new("RGB", (60, 80), (i * 10, 80, 120)))  # the model's working memory
+    q = rng.normal(size=index.embeddings.shape[1]).astype(np.float32)
+    q /= np.linalg.norm(q)
     index.search(q, 12)
     index.search(q, 12, np.arange(len(index)) % 7 == 0)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the parent's peak.

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recommender import Recommender  # noqa: E402
+from recommender import Recommender, artifacts  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
 from recommender.evaluation import (classification_report, feedback_lift, leave_one_out_precision,  # noqa: E402
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         rec = Recommender.load(args.index, weights=args.weights)
         rows = np.flatnonzero(heldout_mask(rec.metadata.ids))
-        embeddings = np.asarray(rec.index.embeddings)
+        embeddings = np.asarray(rec.index.embeddings)  # the search space
+        features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")  # raw ResNet50, what heads read
         report = {"index": str(args.index), "catalog_items": len(rec.metadata), "heldout_queries": int(len(rows))}
         print("retrieval …", flush=True)
         report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS)
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         recall = filtered_recall(rec, rows)
         report["hnsw_recall@10"] = recall.pop("none")
         report["filtered_recall@10"] = recall
-        report["heads"] = classification_report(rec.heads, embeddings, rec.metadata, rows)
+        report["heads"] = classification_report(rec.heads, features, rec.metadata, rows)
+        report["retrieval_raw_features"] = {f: v for f, v in retrieval_report(np.asarray(features), rec.metadata, rows, FIELDS, (10,)).items()
+                                            if f in FIELDS}
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
         if args.ablations:

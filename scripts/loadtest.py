@@ -73,11 +73,14 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
         kk = min(k, available)
         image = rng.choice(SAMPLE_IMAGES)
         kind = rng.choices(["upload", "url", "similar", "classify", "browse"], [3, 1, 3, 1, 2])[0]
+        # Every closure binds its values as defaults: the generator moves on while a request is in flight.
         if kind == "upload":
-            yield kind, lambda c: check_matches(c.predict(handle_file(str(image)), k, gender, master, "All", api_name="/recommend_image")["results"], kk, known, gender=gender, masterCategory=master)
+            yield kind, lambda c, image=image, k=k, g=gender, m=master, kk=kk: check_matches(
+                c.predict(handle_file(str(image)), k, g, m, "All", api_name="/recommend_image")["results"], kk, known, gender=g, masterCategory=m)
         elif kind == "url":
             url = image_server.url(f"/images/{image.name}")
-            yield kind, lambda c: check_matches(c.predict(url, k, gender, master, "All", api_name="/recommend_url")["results"], kk, known, gender=gender, masterCategory=master)
+            yield kind, lambda c, url=url, k=k, g=gender, m=master, kk=kk: check_matches(
+                c.predict(url, k, g, m, "All", api_name="/recommend_url")["results"], kk, known, gender=g, masterCategory=m)
         elif kind == "similar":
             item = int(rng.choice(metadata.ids))
             row = metadata.row_of(item)
@@ -88,7 +91,7 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
                 return "item returned itself" if item in [m["id"] for m in results] else check_matches(results, sk, known, gender=gender, masterCategory=master)
             yield kind, similar
         elif kind == "classify":
-            yield kind, lambda c: None if c.predict(handle_file(str(image)), api_name="/classify").get("articleType") else "no articleType"
+            yield kind, lambda c, image=image: None if c.predict(handle_file(str(image)), api_name="/classify").get("articleType") else "no articleType"
         else:
             def browse(c, gender=gender, master=master, available=available):
                 out = c.predict(gender, master, "All", 1, api_name="/browse")
@@ -152,7 +155,7 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
     stop_at = time.monotonic() + args.max_seconds
 
     def worker() -> None:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=False)  # checking ids needs no thumbnail downloads
         while True:
             with lock:
                 if counter["sent"] >= args.requests or time.monotonic() > stop_at:

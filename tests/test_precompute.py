@@ -25,8 +25,10 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     manifest = build(catalog_dir, tmp_path / "idx", embedder, batch_size=16)
     out = tmp_path / "idx"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.INDEX, artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
-    assert manifest["count"] == 47 and manifest["dim"] == 2048
+        [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.FEATURES, artifacts.PROJECTION, artifacts.INDEX,
+         artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
+    assert manifest["count"] == 47 and manifest["dim"] == 2048 + 256 and manifest["feature_dim"] == 2048
+    assert manifest["projection"]["train_rows"] < 47  # fitted on the fit part of the split only
     assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}
     assert int(first.stem) in manifest["skipped"]["items"]["image that cannot be decoded"]
     assert manifest["model"]["weights_sha256"] == embedder.weights_sha256
@@ -68,7 +70,8 @@ def test_interrupted_precompute_resumes_to_the_uninterrupted_result(catalog_dir,
     resumed = build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
     assert resumed["count"] == reference["count"]
     assert json.loads((out / "metadata.json").read_text()) == json.loads((tmp_path / "ref" / "metadata.json").read_text())
-    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-4)
 
 
 def test_rebuild_replaces_an_existing_index_only_when_complete(catalog_dir, tmp_path, embedder, monkeypatch):
@@ -102,8 +105,8 @@ def test_slices_merge_into_the_same_index_as_one_run(catalog_dir, tmp_path, embe
     merged = merge_slices(slices, tmp_path / "merged")
     assert merged["count"] == single["count"]
     assert (tmp_path / "merged" / "metadata.json").read_text() == (tmp_path / "single" / "metadata.json").read_text()
-    np.testing.assert_allclose(np.load(tmp_path / "merged" / "embeddings.npy"),
-                               np.load(tmp_path / "single" / "embeddings.npy"), atol=2e-2)
+    np.testing.assert_allclose(np.load(tmp_path / "merged" / "features.npy"),
+                               np.load(tmp_path / "single" / "features.npy"), atol=2e-2)
     artifacts.read_manifest(tmp_path / "merged")
 
 
