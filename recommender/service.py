@@ -2,6 +2,7 @@
 The Gradio layer (ui.py, app.py) only adapts these."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from .images import ImageInput, load_image
 from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
 
+log = logging.getLogger("recommender.service")
 HEAD_ORDER = ("articleType", "gender", "masterCategory", "subCategory", "baseColour", "usage")
 # Rocchio weights (query, liked, disliked): the textbook defaults; the quality report measures the lift.
 ROCCHIO = (1.0, 0.75, 0.25)
@@ -77,6 +79,9 @@ class Service:
                 self.set_recommender(load())
             except UserError as exc:
                 self.status = f"The catalog index could not be built: {exc}"
+            except Exception as exc:  # keep serving a clear status instead of "being prepared" forever
+                log.exception("building the index failed")
+                self.status = f"The catalog index could not be built ({type(exc).__name__}); see the server log and restart."
         thread = threading.Thread(target=run, name="index-builder", daemon=True)
         thread.start()
         return thread

@@ -121,3 +121,15 @@ def test_app_refuses_to_start_on_a_damaged_index(index_dir, tmp_path, real_weigh
     assert app_module.main(["--index", str(damaged), "--weights", str(real_weights)]) == 2
     err = capsys.readouterr().err
     assert "metadata.json does not match its checksum" in err and err.count("\n") == 1
+
+
+def test_a_failed_background_build_is_reported_not_left_as_preparing():
+    from recommender.errors import UserError
+
+    def broken():
+        raise RuntimeError("disk full")
+
+    service = Service()
+    service.load_in_background(broken).join(timeout=10)
+    with pytest.raises(UserError, match="could not be built \\(RuntimeError\\)"):
+        service.classify(str(WATCH))
