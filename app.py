@@ -13,7 +13,8 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from recommender import Recommender
-from recommender.errors import ArtifactsError, UserError
+from recommender.artifacts import download_from_hub
+from recommender.cli import run_cli
 from recommender.service import Profile, Service
 from recommender.url_fetch import URLFetcher
 from recommender.ui import (article_label, details_markdown, file_path, gallery, guarded, result_choices,
@@ -195,22 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     allowed = frozenset(a for a in env("RECOMMENDER_TEST_ALLOW_ADDRESSES", "").split(",") if a)
     service = Service(URLFetcher(allow_addresses=allowed))
     repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
-    if repo and not args.index.exists():
-        from recommender.artifacts import download_from_hub
 
-        try:
+    def open_index() -> bool:
+        if repo and not args.index.exists():
             download_from_hub(repo, args.index)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.index.exists():
-        try:  # an existing index must be sound: refuse to start rather than serve wrong results
+        if args.index.exists():  # an existing index must be sound: refuse to start rather than serve wrong results
             service.set_recommender(Recommender.load(args.index, weights=args.weights))
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    else:
-        service.load_in_background(lambda: starter_index(args.index, args.weights))
+        else:
+            service.load_in_background(lambda: starter_index(args.index, args.weights))
+        return True
+
+    if run_cli(open_index) is None:
+        return 2
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
     demo = build_app(service, examples)
     demo.queue(default_concurrency_limit=8).launch(

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recommender.catalog import DEFAULT_SOURCE, CatalogSource  # noqa: E402
 from recommender.pipeline import BATCH_SIZE, SHARD_SIZE  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
+from recommender.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge:
             return merge_slices(args.merge, args.out)
         if args.limit is not None and args.limit < 1:
-            raise_user("--limit must be at least 1.")
+            raise UserError("--limit must be at least 1.")
         source = CatalogSource(args.source, args.limit)
         from recommender.embedder import Embedder
 
@@ -57,12 +58,6 @@ def main(argv: list[str] | None = None) -> int:
                           "heads_heldout_accuracy": {h: v["heldout_accuracy"] for h, v in result["heads"].items()},
                           "throughput_img_s": result["build"].get("throughput_img_s")}, indent=1))
     return 0
-
-
-def raise_user(message: str) -> None:
-    from recommender.errors import UserError
-
-    raise UserError(message)
 
 
 if __name__ == "__main__":
