@@ -81,16 +81,14 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             return {"gender": gender_, "master_category": master_, "article_type": article_, "sub_category": sub_}
 
         @guarded
-        def on_image(path, k_, *f):
-            payload, vector = service.recommend(path, k_, **filter_values(*f))
+        def on_image(image_, k_, *f):
+            payload, vector = service.recommend(image_, k_, **filter_values(*f))
             c = payload["classification"]
             return (article_label(c), details_markdown(c), Profile(query=vector), *show(payload))
 
         @guarded
         def on_url(url_, k_, *f):
-            payload, vector = service.recommend(service.fetch_url(url_), k_, **filter_values(*f))
-            c = payload["classification"]
-            return (article_label(c), details_markdown(c), Profile(query=vector), *show(payload))
+            return on_image(service.fetch_url(url_), k_, *f)
 
         @guarded
         def on_browse(page_, k_, *f):

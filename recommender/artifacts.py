@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,6 +25,13 @@ METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
 CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

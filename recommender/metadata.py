@@ -40,7 +40,8 @@ class Metadata:
 
     def values(self, column: str, where: Filters | None = None) -> list[str]:
         """Distinct non-empty values of a column, most frequent first (for dropdowns)."""
-        data = self.columns[column] if not where else self.columns[column][self.mask(where)]
+        mask = self.mask(where)
+        data = self.columns[column] if mask is None else self.columns[column][mask]
         uniques, counts = np.unique(data.astype(str), return_counts=True)
         return [str(u) for u, _ in sorted(zip(uniques, counts), key=lambda t: (-t[1], t[0])) if u]
 

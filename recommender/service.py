@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -131,7 +130,7 @@ class Service:
         rows = rows[np.argsort(rec.metadata.ids[rows], kind="stable")]
         start = (int(page) - 1) * int(page_size)
         page_rows = rows[start:start + int(page_size)]
-        return {"results": [match_json(rec.match(r, float("nan"))) | {"score": None} for r in page_rows], "total": int(len(rows))}
+        return {"results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in page_rows], "total": int(len(rows))}
 
     def refine(self, profile: Profile, liked: list[int], disliked: list[int], k: int = 12, **filter_values: str) -> dict:
         """Rocchio update of the session's query from liked/disliked results, then search again."""
@@ -152,7 +151,3 @@ class Service:
         return {"gender": md.values("gender"), "masterCategory": md.values("masterCategory"),
                 "subCategory": md.values("subCategory", where),
                 "articleType": md.values("articleType", dict(where, subCategory=sub_category))}
-
-
-def default_index_dir() -> Path:
-    return Path("artifacts") / "index"

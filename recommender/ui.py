@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Callable
 
 import gradio as gr
@@ -54,7 +53,7 @@ def served(payload: dict) -> dict:
 
 def gallery(results: list[dict]) -> list[tuple[str, str]]:
     def caption(r: dict) -> str:
-        score = "" if r["score"] is None or (isinstance(r["score"], float) and math.isnan(r["score"])) else f" · {r['score']:.2f}"
+        score = "" if r["score"] is None else f" · {r['score']:.2f}"  # browse results have no score
         return f"{r['name']} — {r['articleType']}, {r['baseColour']}{score}"
     return [(r["image"], caption(r)) for r in results]
 

