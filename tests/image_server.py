@@ -25,6 +25,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _stream(self, chunk: bytes, count: int, headers: dict, pause_s: float = 0.0) -> None:
+        """Send `count` chunks as an image response, until the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            for _ in range(count):
+                self.wfile.write(chunk)
+                if pause_s:
+                    self.wfile.flush()
+                    time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_GET(self) -> None:
         port = self.server.server_address[1]
         path = self.path.split("?")[0]
@@ -42,41 +58,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/text":
             return self._send(200, b"hello, I am text", "text/plain")
         if path == "/huge":  # 50 MB, announced
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(50 * 1024 * 1024))
-            self.end_headers()
-            try:
-                for _ in range(50 * 16):
-                    self.wfile.write(b"\0" * 65536)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            return None
+            return self._stream(b"\0" * 65536, 50 * 16, {"Content-Length": str(50 * 1024 * 1024)})
         if path == "/huge-chunked":  # 50 MB, not announced: only streaming with a cap stops it
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            try:
-                for _ in range(50 * 16):
-                    self.wfile.write(b"\xff" * 65536)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
             self.close_connection = True
-            return None
+            return self._stream(b"\xff" * 65536, 50 * 16, {"Connection": "close"})
         if path == "/slow":  # drips one byte a second
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            try:
-                for _ in range(60):
-                    self.wfile.write(b"\xff")
-                    self.wfile.flush()
-                    time.sleep(1)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            return None
+            return self._stream(b"\xff", 60, {"Content-Length": "100000"}, pause_s=1.0)
         return self._send(404, b"not found", "text/plain")
 
 
