@@ -15,10 +15,10 @@ import numpy as np
 
 from .errors import ArtifactsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: descriptors with colour, GeM, trimmed input, PCA + projection + colour search space
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
-FEATURES = "features.npy"  # the raw 2048-d ResNet50 features (heads, rebuilding the projection)
+FEATURES = "features.npy"  # the descriptors: 2048-d GeM ResNet50 features + 64-bin colour (heads, projection)
 PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
 METADATA = "metadata.json"
@@ -75,12 +75,12 @@ def load_heads(path: Path, described: dict[str, dict]) -> dict[str, dict]:
 
 
 def save_projection(path: Path, projection: dict) -> None:
-    np.savez(path, weight=projection["weight"], bias=projection["bias"])
+    np.savez(path, weight=projection["weight"], bias=projection["bias"], basis=projection["basis"])
 
 
 def load_projection(path: Path, info: dict) -> dict:
     with np.load(path) as arrays:
-        return {"weight": arrays["weight"], "bias": arrays["bias"], "info": info}
+        return {"weight": arrays["weight"], "bias": arrays["bias"], "basis": arrays["basis"], "info": info}
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

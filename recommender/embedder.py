@@ -1,9 +1,10 @@
 """The Embedder owns the model and its preprocessing, so precompute and queries cannot drift apart."""
 from __future__ import annotations
 
+import copy
 import os
 import threading
-from contextlib import nullcontext
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ import timm
 import torch
 from PIL import Image
 
+from .foreground import COLOUR_BINS, TOLERANCE, colour_histogram, trim_background
 from .images import ImageInput, load_image, pad_to_square
 from .weights import load_model, state_dict_sha256
 
@@ -18,6 +20,9 @@ from .weights import load_model, state_dict_sha256
 # ~4.6 points (see README results).
 INPUT_SIZE = 224
 MAX_SIDE_BEFORE_PAD = 1024
+# GeM pooling (p = 3) instead of the average: held-out shopper-photo rank-1 0.816 -> 0.878 and P@10
+# articleType 0.750 -> 0.760 on fashion-dev (raw features, README ablation table).
+GEM_P = 3.0
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -31,7 +36,8 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 class Embedder:
-    """ResNet50 -> global-average-pooled 2048-d features, L2-normalised; plus ImageNet logits."""
+    """A photo -> its descriptor: ResNet50 GeM-pooled features (2048, unit length) followed by the
+    product's colour histogram (64, unit length); plus the ImageNet logits."""
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None,
                  precision: str = "auto", input_size: int = INPUT_SIZE) -> None:
@@ -44,12 +50,16 @@ class Embedder:
         if precision == "auto":
             precision = "bf16" if bf16_supported(self.device) else "fp32"
         self.precision = precision
+        self._backbone: torch.jit.ScriptModule | None = None  # traced on the first batch
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image is already square after padding, so nothing may be cropped away.
         config.update(input_size=(3, input_size, input_size), crop_pct=1.0)
         self.transform = timm.data.create_transform(**config)
         self.preprocessing = {
+            "trim_background": f"border colour +-{TOLERANCE}",
             "pad_to_square": "white",
+            "pooling": f"gem p={GEM_P:g}",
+            "colour_bins": COLOUR_BINS,
             "input_size": input_size,
             "interpolation": config["interpolation"],
             "mean": [round(float(v), 6) for v in config["mean"]],
@@ -61,8 +71,14 @@ class Embedder:
         self._lock = threading.Lock()
 
     @property
-    def dim(self) -> int:
+    def feature_dim(self) -> int:
+        """Length of the CNN part of a descriptor."""
         return int(self.model.num_features)
+
+    @property
+    def dim(self) -> int:
+        """Length of a descriptor: CNN features, then the colour histogram."""
+        return self.feature_dim + COLOUR_BINS
 
     def describe(self) -> dict:
         """What the manifest records so an index can refuse a different model or preprocessing."""
@@ -76,34 +92,65 @@ class Embedder:
             "dim": self.dim,
         }
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> normalised CHW tensor (pad to a white square, resize)."""
+    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+        """RGB PIL image -> (normalised CHW tensor of the product trimmed, padded to a white square and
+        resized; the product's colour histogram)."""
         if max(image.size) > MAX_SIDE_BEFORE_PAD:
             # A 20000x1 strip would become a 20000x20000 canvas; the model only sees 224 px anyway.
             image = image.copy()
             image.thumbnail((MAX_SIDE_BEFORE_PAD, MAX_SIDE_BEFORE_PAD), Image.Resampling.BILINEAR)
-        return self.transform(pad_to_square(image))
+        return self.transform(pad_to_square(trim_background(image))), colour_histogram(image)
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+    def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
+        """The feature extractor frozen by TorchScript in the run precision. Freezing folds batch norm
+        into the convolutions and lets oneDNN fuse conv+ReLU+add: on this 2-core AVX-512-BF16 CPU, 80
+        img/s at batch 32 and 14 ms for one image, against 60 img/s and 26 ms with bf16 autocast
+        (cosine to fp32 >= 0.999). torch.jit is deprecated in favour of torch.compile, which costs
+        minutes of compilation at every start; torch is pinned, so the warning is silenced here."""
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        backbone = copy.deepcopy(self.model).to(dtype).eval()
+
+        class Features(torch.nn.Module):
+            def __init__(self, model: torch.nn.Module) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.model.forward_features(x)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return torch.jit.freeze(torch.jit.trace(Features(backbone).eval(), example.to(dtype)))
+
+    def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
+        """A preprocessed batch -> the backbone's last feature maps (n, 2048, 7, 7), float32."""
+        batch = batch.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        with self._lock, torch.inference_mode():
+            if self._backbone is None:
+                self._backbone = self._traced_backbone(batch)
+            return self._backbone(batch.to(dtype)).float()
 
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """A preprocessed batch -> (L2-normalised features, ImageNet logits), as float32 numpy."""
-        batch = batch.to(self.device, memory_format=torch.channels_last, non_blocking=True)
-        with self._lock, torch.inference_mode(), self._autocast():
-            features = self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
-            logits = self.model.get_classifier()(features)
-        features = torch.nn.functional.normalize(features.float(), dim=1)
-        return features.cpu().numpy(), logits.float().cpu().numpy()
+        """A preprocessed batch -> (unit GeM features, ImageNet logits), as float32 numpy."""
+        maps = self.feature_maps(batch)
+        with torch.inference_mode():
+            gem = maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
+            logits = self.model.get_classifier()(maps.mean((2, 3)))  # the classifier was trained on averages
+        features = torch.nn.functional.normalize(gem, dim=1)
+        return features.cpu().numpy(), logits.cpu().numpy()
+
+    def descriptors(self, prepared: Sequence[tuple[torch.Tensor, np.ndarray]]) -> np.ndarray:
+        """Preprocessed (tensor, colour) pairs -> (n, dim) descriptors [features, colour histogram]."""
+        if not prepared:
+            return np.zeros((0, self.dim), np.float32)
+        features = self.forward(torch.stack([tensor for tensor, _ in prepared]))[0]
+        return np.concatenate([features, np.stack([colour for _, colour in prepared])], axis=1).astype(np.float32)
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Images of any supported input kind -> (n, dim) float32 unit vectors."""
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        batch = torch.stack([self.preprocess(load_image(img)) for img in images])
-        return self.forward(batch)[0]
+        """Images of any supported input kind -> (n, dim) float32 descriptors."""
+        return self.descriptors([self.preprocess(load_image(img)) for img in images])
 
     def embed_one(self, image: ImageInput) -> np.ndarray:
         return self.embed([image])[0]

@@ -30,7 +30,7 @@ def train_head(x: np.ndarray, labels: np.ndarray, fit: np.ndarray, steps: int = 
     xt, yt = torch.from_numpy(np.ascontiguousarray(x[train], np.float32)), torch.from_numpy(y[train])
     linear = torch.nn.Linear(x.shape[1], len(classes))
     optimiser = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):  # full-batch: a few thousand rows x 2048 fit in one step
+    for _ in range(steps):  # full-batch: a few thousand rows x 2112 fit in one step
         optimiser.zero_grad()
         loss = torch.nn.functional.cross_entropy(linear(xt), yt)
         loss.backward()

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import artifacts
+from .augment import gets_view, shopper_view
 from .catalog import ATTRIBUTE_COLUMNS, CatalogItem, CatalogSource
 from .embedder import Embedder
 from .errors import ImageError, UserError
@@ -37,10 +38,14 @@ BATCH_SIZE = 32
 THUMB_MAX_SIDE = 256  # the catalog's own 60x80 JPEGs are kept byte for byte; larger ones are shrunk
 
 
+Input = tuple[torch.Tensor, np.ndarray]  # what Embedder.preprocess returns: model tensor, colour histogram
+
+
 @dataclass
 class Prepared:
     item: CatalogItem
-    tensor: torch.Tensor | None
+    input: Input | None
+    view: Input | None  # a synthetic shopper photo of the item, for training the projection
     thumbnail: bytes | None
     image_sha: str
     error: str | None
@@ -49,11 +54,11 @@ class Prepared:
 def _prepare(item: CatalogItem, embedder: Embedder) -> Prepared:
     """Decode, preprocess and make the thumbnail of one item (runs in a worker thread)."""
     if item.data is None:
-        return Prepared(item, None, None, "", "row without an image")
+        return Prepared(item, None, None, None, "", "row without an image")
     try:
         image = load_image(item.data)
     except ImageError:
-        return Prepared(item, None, None, "", "image that cannot be decoded")
+        return Prepared(item, None, None, None, "", "image that cannot be decoded")
     if max(image.size) <= THUMB_MAX_SIDE and item.data[:3] == b"\xff\xd8\xff":
         thumbnail = item.data
     else:
@@ -62,7 +67,8 @@ def _prepare(item: CatalogItem, embedder: Embedder) -> Prepared:
         buffer = io.BytesIO()
         small.save(buffer, "JPEG", quality=90)
         thumbnail = buffer.getvalue()
-    return Prepared(item, embedder.preprocess(image), thumbnail, hashlib.sha256(item.data).hexdigest(), None)
+    view = embedder.preprocess(shopper_view(image, seed=int(item.id))) if gets_view(item.id, item.position) else None
+    return Prepared(item, embedder.preprocess(image), view, thumbnail, hashlib.sha256(item.data).hexdigest(), None)
 
 
 def _prepared_batches(items: Iterable[CatalogItem], embedder: Embedder, batch_size: int,
@@ -92,38 +98,61 @@ class ShardWriter:
         self.rows: list[dict] = []
         self.vectors: list[np.ndarray] = []
         self.skipped: list[list] = []
+        self.views: list[np.ndarray] = []
+        self.view_ids: list[int] = []
 
     def add(self, prepared: Prepared, vector: np.ndarray) -> None:
         item = prepared.item
         self.rows.append({"position": item.position, "id": item.id, "image_sha": prepared.image_sha, **item.attributes})
         self.vectors.append(vector)
 
+    def add_view(self, item_id: int, vector: np.ndarray) -> None:
+        self.view_ids.append(int(item_id))
+        self.views.append(vector)
+
     def commit(self) -> None:
         vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
-        meta = json.dumps({"rows": self.rows, "skipped": self.skipped}, ensure_ascii=False)
+        views = np.stack(self.views) if self.views else np.zeros((0, 0), np.float32)
+        meta = json.dumps({"rows": self.rows, "skipped": self.skipped, "view_ids": self.view_ids}, ensure_ascii=False)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez(handle, vectors=vectors.astype(np.float32), meta=np.frombuffer(meta.encode(), np.uint8))
+                np.savez(handle, vectors=vectors.astype(np.float32), views=views.astype(np.float32),
+                         meta=np.frombuffer(meta.encode(), np.uint8))
                 handle.flush()
                 os.fsync(handle.fileno())
         artifacts.write_atomic(self.path, write)
 
 
-def read_shards(folders: Iterable[Path]) -> tuple[np.ndarray, list[dict], list[list]]:
-    """All committed rows of the given shard folders, in stream order."""
-    vectors, rows, skipped = [], [], []
+@dataclass
+class Shards:
+    """Everything the shard files of a run hold, rows in stream order."""
+    vectors: np.ndarray
+    rows: list[dict]
+    skipped: list[list]
+    views: np.ndarray  # descriptors of synthetic shopper photos ...
+    view_ids: np.ndarray  # ... of these catalog items
+
+
+def read_shards(folders: Iterable[Path]) -> Shards:
+    """All committed rows (and synthetic views) of the given shard folders."""
+    vectors, rows, skipped, views, view_ids = [], [], [], [], []
     for folder in folders:
         for path in sorted(folder.glob("shard-*.npz")):
             with np.load(path) as data:
                 meta = json.loads(data["meta"].tobytes().decode())
                 if meta["rows"]:
                     vectors.append(data["vectors"])
+                if meta["view_ids"]:
+                    views.append(data["views"])
                 rows += meta["rows"]
                 skipped += meta["skipped"]
+                view_ids += meta["view_ids"]
     order = np.argsort([r["position"] for r in rows], kind="stable")
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
-    return (matrix[order] if len(rows) else matrix), [rows[i] for i in order], skipped
+    return Shards(matrix[order] if len(rows) else matrix, [rows[i] for i in order], skipped,
+                  np.concatenate(views) if views else np.zeros((0, matrix.shape[1] if matrix.ndim == 2 else 0), np.float32),
+                  np.asarray(view_ids, np.int64))
 
 
 def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_size: int = BATCH_SIZE,
@@ -146,22 +175,23 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
             if item.position >= start and item.position % num_shards == shard_index:
                 yield item
 
-    timings = {"model_s": 0.0, "wall_s": 0.0, "images": 0}
+    timings = {"model_s": 0.0, "wall_s": 0.0, "images": 0, "views": 0}
     writer, current = None, None
     started = time.perf_counter()
     bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
     last_position = start - 1
-    # One decode thread is enough (decode + preprocess run ~1,000 img/s, the model ~56) and leaves the
-    # cores to the model's own threads.
+    # One decode thread is enough (decode + preprocess of a 60x80 photo run at ~1,000 img/s, the model
+    # ~80) and leaves the cores to the model's own threads.
     with ThreadPoolExecutor(max_workers=1) as pool:
         for batch in _prepared_batches(mine(), embedder, batch_size, pool):
-            good = [p for p in batch if p.tensor is not None]
-            vectors = np.zeros((0, embedder.dim), np.float32)
-            if good:
-                t0 = time.perf_counter()
-                vectors = embedder.forward(torch.stack([p.tensor for p in good]))[0]
-                timings["model_s"] += time.perf_counter() - t0
+            good = [p for p in batch if p.input is not None]
+            viewed = [p for p in good if p.view is not None]
+            t0 = time.perf_counter()
+            # Catalog photos and synthetic views share one forward pass: fuller batches, one code path.
+            vectors = embedder.descriptors([p.input for p in good] + [p.view for p in viewed])
+            timings["model_s"] += time.perf_counter() - t0
             by_item = {id(p): v for p, v in zip(good, vectors)}
+            view_of = {id(p): v for p, v in zip(viewed, vectors[len(good):])}
             for prepared in batch:
                 shard_no = prepared.item.position // shard_size
                 if shard_no != current:
@@ -175,9 +205,12 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
                 else:
                     (thumbs / f"{prepared.item.id}.jpg").write_bytes(prepared.thumbnail)
                     writer.add(prepared, by_item[id(prepared)])
+                    if id(prepared) in view_of:
+                        writer.add_view(prepared.item.id, view_of[id(prepared)])
                 bar.update(prepared.item.position - last_position)
                 last_position = prepared.item.position
             timings["images"] += len(good)
+            timings["views"] += len(viewed)
     if writer is not None:
         writer.commit()
     bar.close()
@@ -188,14 +221,15 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
 def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict, source_info: dict,
                     skipped_source: dict[str, list], params: dict) -> dict:
     """Index, metadata, heads and manifest in `folder` (whose thumbnails are already in place)."""
-    vectors, rows, skipped = read_shards(shard_folders)
+    shards = read_shards(shard_folders)
+    vectors, rows, skipped = shards.vectors, shards.rows, shards.skipped
     if not rows:
         raise UserError("No catalog item could be embedded (every row was skipped); check the source's images.")
     ids = np.array([r["id"] for r in rows])
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
     np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
     t0 = time.perf_counter()
-    projection = train_projection(vectors, ids, metadata.columns)
+    projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids)
     search_vectors = project(projection, vectors)
     projection_s = time.perf_counter() - t0
     artifacts.save_projection(folder / artifacts.PROJECTION, projection)
@@ -267,7 +301,9 @@ def precompute(source: CatalogSource, out: Path, embedder: Embedder, batch_size:
         return {"slice": str(out), **timings}
     params = {"batch_size": batch_size, "shard_size": shard_size, "embed_wall_s": round(timings["wall_s"], 1),
               "model_s": round(timings["model_s"], 1),  # the rest of the wall time is reading/decoding/writing
-              "throughput_img_s": round(timings["images"] / max(timings["wall_s"], 1e-9), 1)}
+              "throughput_img_s": round(timings["images"] / max(timings["wall_s"], 1e-9), 1),
+              "synthetic_views": timings["views"],
+              "forward_img_s": round((timings["images"] + timings["views"]) / max(timings["wall_s"], 1e-9), 1)}
     manifest = build_artifacts(work, [work / "shards"], embedder.describe(), source.describe(), skipped_source, params)
     shutil.rmtree(work / "shards")
     (work / "work.json").unlink()

@@ -80,7 +80,7 @@ class Recommender:
         return row
 
     def to_search_space(self, features: np.ndarray) -> np.ndarray:
-        """Raw ResNet50 features -> the unit vector the index searches with."""
+        """A descriptor (from `features`) -> the unit vector the index searches with."""
         return project(self.projection, features)
 
     def vector_of(self, item_id: int | str) -> np.ndarray:
@@ -104,7 +104,8 @@ class Recommender:
     # --- the public API ---------------------------------------------------------------------------
 
     def features(self, image: ImageInput) -> np.ndarray:
-        """The raw 2048-d ResNet50 features of an image (what the heads read)."""
+        """The image's descriptor: 2048-d GeM-pooled ResNet50 features, then its 64-bin colour histogram
+        (what the heads and the search projection read)."""
         return self.embedder.embed_one(image)
 
     def search(self, image: ImageInput, k: int = 12, filters: Filters | None = None) -> list[Match]:

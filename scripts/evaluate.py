@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = Recommender.load(args.index, weights=args.weights)
         rows = np.flatnonzero(heldout_mask(rec.metadata.ids))
         embeddings = np.asarray(rec.index.embeddings)  # the search space
-        features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")  # raw ResNet50, what heads read
+        features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")  # descriptors, what heads read
         report = {"index": str(args.index), "catalog_items": len(rec.metadata), "heldout_queries": int(len(rows))}
         print("retrieval …", flush=True)
         report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS)
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         report["hnsw_recall@10"] = recall.pop("none")
         report["filtered_recall@10"] = recall
         report["heads"] = classification_report(rec.heads, features, rec.metadata, rows)
-        report["retrieval_raw_features"] = {f: v for f, v in retrieval_report(np.asarray(features), rec.metadata, rows, FIELDS, (10,)).items()
+        cnn = np.asarray(features[:, :rec.embedder.feature_dim])  # the GeM ResNet50 part, no colour, no projection
+        report["retrieval_raw_features"] = {f: v for f, v in retrieval_report(cnn, rec.metadata, rows, FIELDS, (10,)).items()
                                             if f in FIELDS}
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)

@@ -27,8 +27,11 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.FEATURES, artifacts.PROJECTION, artifacts.INDEX,
          artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
-    assert manifest["count"] == 47 and manifest["dim"] == 2048 + 256 and manifest["feature_dim"] == 2048
-    assert manifest["projection"]["train_rows"] < 47  # fitted on the fit part of the split only
+    projection = manifest["projection"]
+    assert manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 64  # GeM features + colour histogram
+    assert manifest["dim"] == projection["raw_dims"] + 256 + 64
+    assert projection["train_rows"] < 47  # fitted on the fit part of the split only
+    assert 0 < projection["train_views"] <= projection["train_rows"]  # synthetic shopper photos of fit items
     assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}
     assert int(first.stem) in manifest["skipped"]["items"]["image that cannot be decoded"]
     assert manifest["model"]["weights_sha256"] == embedder.weights_sha256

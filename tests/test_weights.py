@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from recommender.errors import WeightsError
-from recommender.images import load_image
+from recommender.images import load_image, pad_to_square
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
 from tests.conftest import CACHE, SAMPLE
 
@@ -74,8 +75,8 @@ def _photos(article_type: str, n: int) -> list:
 
 
 def test_real_photos_land_in_sensible_imagenet_classes(real_embedder):
-    def top1(images):
-        _, logits = real_embedder.forward(torch.stack([real_embedder.preprocess(i) for i in images]))
+    def top1(images):  # ImageNet-style input (padded, not trimmed to the product): this checks the weights
+        _, logits = real_embedder.forward(torch.stack([real_embedder.transform(pad_to_square(i)) for i in images]))
         return [real_embedder.labels[int(row.argmax())] for row in logits]
 
     assert top1(_photos("Sunglasses", 6)) == ["sunglass"] * 6
@@ -105,3 +106,23 @@ def test_unreachable_hub_names_the_offline_route(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(WeightsError, match="scripts/fetch_weights.py"):
         load_model(None)
+
+
+def test_frozen_backbone_matches_the_eager_fp32_model(real_embedder):
+    """The traced, frozen (bf16 where supported) backbone gives the features of the plain fp32 model."""
+    images = _photos("Tshirts", 4) + _photos("Sunglasses", 4)
+    batch = torch.stack([real_embedder.preprocess(i)[0] for i in images])
+    features, _ = real_embedder.forward(batch)
+    with torch.inference_mode():
+        maps = real_embedder.model.forward_features(batch.contiguous()).float()
+    reference = torch.nn.functional.normalize(maps.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), dim=1).numpy()
+    assert (features * reference).sum(axis=1).min() > 0.995
+    one, _ = real_embedder.forward(batch[:1])  # another batch size through the same traced graph
+    assert float(one[0] @ features[0]) > 0.999
+
+
+def test_descriptor_is_unit_features_then_unit_colour(real_embedder):
+    descriptor = real_embedder.embed(_photos("Jeans", 2))
+    assert descriptor.shape == (2, real_embedder.feature_dim + 64) and real_embedder.dim == descriptor.shape[1]
+    assert np.allclose(np.linalg.norm(descriptor[:, :2048], axis=1), 1, atol=1e-4)
+    assert np.allclose(np.linalg.norm(descriptor[:, 2048:], axis=1), 1, atol=1e-4)

@@ -1,0 +1,52 @@
+"""Synthetic shopper photos of catalog items, for teaching the search space that a re-photographed,
+cropped, re-exposed product is still the same product.
+
+Deliberately wider than the evaluation's fixed shopper-photo protocol (evaluation.shopper_photo), so
+the measured robustness is not the training distribution replayed."""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+
+from PIL import Image, ImageEnhance
+
+from .split import is_heldout
+
+# One fit item in three gets a synthetic view, among the first AUGMENT_WINDOW stream positions: ~2,500
+# views on fashion-dev (9,583 items) and the same cap on the full 44k catalog, so the extra forward
+# passes stay a fixed cost. Training the projection on them lifted held-out shopper-photo rank-1 from
+# 0.834 to 0.924 (README ablation table).
+AUGMENT_PERCENT = 33
+AUGMENT_WINDOW = 10_000
+
+
+def gets_view(item_id: int, position: int) -> bool:
+    """Deterministic per item (resumable, independent of batching): does this item get a view? Never
+    a held-out item: evaluation queries must stay unseen."""
+    if position >= AUGMENT_WINDOW or is_heldout(item_id):
+        return False
+    digest = hashlib.sha1(f"view:{int(item_id)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % 100 < AUGMENT_PERCENT
+
+
+def shopper_view(image: Image.Image, seed: int) -> Image.Image:
+    """Upscaled 2-5x and re-compressed, cropped up to 15%, on up to 25% white margin, rotated up to
+    10 degrees, brightness and contrast changed up to 25%."""
+    rng = random.Random(seed)
+    scale = rng.uniform(2.0, 5.0)
+    img = image.convert("RGB").resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
+                                      Image.Resampling.BICUBIC)
+    w, h = img.size
+    keep_w, keep_h = rng.uniform(0.85, 1.0), rng.uniform(0.85, 1.0)
+    dx, dy = int(w * (1 - keep_w) * rng.random()), int(h * (1 - keep_h) * rng.random())
+    img = img.crop((dx, dy, dx + int(w * keep_w), dy + int(h * keep_h)))
+    margin = int(rng.uniform(0.0, 0.25) * max(img.size))
+    canvas = Image.new("RGB", (img.width + 2 * margin, img.height + 2 * margin), "white")
+    canvas.paste(img, (margin, margin))
+    img = canvas.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.75, 1.25))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.75, 1.25))
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=rng.randint(60, 90))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")

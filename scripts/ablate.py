@@ -1,0 +1,125 @@
+"""Ablations behind the shipped search space, each on the held-out part of the split by product id.
+
+    python scripts/ablate.py --index DIR --data ../shared/data/fashion-dev [--weights PATH] [--out FILE.json]
+                             [--rows 3000] [--photos 500]
+
+Part 1 (embedding): on the first --rows catalog rows, GeM vs average pooling and trimming the background
+vs not (raw CNN features; P@10 articleType of held-out rows among them, shopper-photo rank-1).
+Part 2 (search space): on the built index's descriptors, retrains the projection without synthetic
+views, with other PCA sizes and colour weights, and without the projected or raw part."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender import artifacts  # noqa: E402
+from recommender.augment import gets_view, shopper_view  # noqa: E402
+from recommender.embedder import GEM_P, Embedder  # noqa: E402
+from recommender.evaluation import leave_one_out_precision, shopper_photo  # noqa: E402
+from recommender.foreground import COLOUR_BINS  # noqa: E402
+from recommender.images import load_image, pad_to_square  # noqa: E402
+from recommender.metadata import Metadata  # noqa: E402
+from recommender.projection import COLOUR_WEIGHT, RAW_DIMS, _unit, project, train_projection  # noqa: E402
+from recommender.split import heldout_mask  # noqa: E402
+
+
+def rank1(catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.ndarray) -> float:
+    """Share of shopper photos whose own product (or a byte-identical twin) is the top match."""
+    top = np.argmax(_unit(photos) @ _unit(catalog).T, axis=1)
+    return round(float(np.mean([t == r or (sha[r] and sha[t] == sha[r]) for t, r in zip(top, rows)])), 4)
+
+
+def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dict[str, np.ndarray]:
+    """Average- and GeM-pooled unit features of images, with or without trimming the background."""
+    out = {"avg": [], "gem": []}
+    for start in tqdm(range(0, len(images), 32), desc=desc, unit="batch"):
+        chunk = images[start:start + 32]
+        batch = torch.stack([embedder.preprocess(i)[0] if trim else embedder.transform(pad_to_square(i)) for i in chunk])
+        maps = embedder.feature_maps(batch)
+        out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
+        gem = maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1 / GEM_P)
+        out["gem"].append(torch.nn.functional.normalize(gem, dim=1).numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--weights")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--rows", type=int, default=3000)
+    parser.add_argument("--photos", type=int, default=500)
+    args = parser.parse_args(argv)
+    embedder = Embedder(args.weights)
+    md = Metadata.load(args.index / artifacts.METADATA)
+    descriptors = np.load(args.index / artifacts.FEATURES)
+    images = [load_image(args.data / "images" / f"{i}.jpg") for i in tqdm(md.ids, desc="decode", unit="img")]
+    held = np.flatnonzero(heldout_mask(md.ids))
+    rng = random.Random(0)  # the evaluation's shopper photos: held-out products, scripts/evaluate.py protocol
+    photo_rows = np.array(rng.sample(list(held), min(args.photos, len(held))))
+    photos = [shopper_photo(images[r], rng) for r in photo_rows]
+    report: dict = {"embedding": {}, "search_space": {}}
+
+    # Part 1: pooling and trimming, raw CNN features of the first --rows rows.
+    n = min(args.rows, len(md))
+    sub = Metadata(md.ids[:n], {c: md.columns[c][:n] for c in md.columns}, md.image_sha[:n])
+    queries = np.flatnonzero(heldout_mask(sub.ids))
+    sub_photos = photo_rows < n
+    for trim in (False, True):
+        catalog = embed_images(embedder, images[:n], trim, f"catalog trim={trim}")
+        shots = embed_images(embedder, [p for p, keep in zip(photos, sub_photos) if keep], trim, f"photos trim={trim}")
+        for pooling in ("avg", "gem"):
+            name = f"{'trim + ' if trim else ''}pad, {pooling}"
+            report["embedding"][name] = {
+                "P@10 articleType": round(leave_one_out_precision(catalog[pooling], sub, "articleType", 10, queries), 4),
+                "shopper rank-1": rank1(catalog[pooling], shots[pooling], photo_rows[sub_photos], sub.image_sha)}
+            print(name, report["embedding"][name], flush=True)
+
+    # Part 2: the search space, on the index's own descriptors; views re-made exactly as precompute makes them.
+    d = descriptors.shape[1] - COLOUR_BINS
+    view_rows = np.array([r for r, i in enumerate(md.ids) if gets_view(int(i), r)])
+    views = embedder.embed([shopper_view(images[r], seed=int(md.ids[r])) for r in tqdm(view_rows, desc="views", unit="img")])
+    photo_descriptors = embedder.embed(photos)
+    queries = held
+
+    def measure(vectors: np.ndarray, photo_vectors: np.ndarray) -> dict:
+        out = {f: round(leave_one_out_precision(vectors, md, f, 10, queries), 4) for f in ("articleType", "gender", "baseColour")}
+        out["shopper rank-1"] = rank1(vectors, photo_vectors, photo_rows, md.image_sha)
+        return out
+
+    def space(**kwargs) -> dict:
+        use_views = kwargs.pop("views", True)
+        p = train_projection(descriptors, md.ids, md.columns, views if use_views else None,
+                             md.ids[view_rows] if use_views else None, **kwargs)
+        return measure(project(p, descriptors), project(p, photo_descriptors))
+
+    variants = {
+        "CNN features only (GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
+        f"shipped: PCA {RAW_DIMS} + projection (with views) + colour {COLOUR_WEIGHT}": lambda: space(),
+        "projection trained without synthetic views": lambda: space(views=False),
+        "PCA 256": lambda: space(raw_dims=256),
+        "PCA 2048 (all)": lambda: space(raw_dims=d),
+        "colour weight 0": lambda: space(colour_weight=0.0),
+        "colour weight 0.85": lambda: space(colour_weight=0.85),
+    }
+    for name, run in variants.items():
+        report["search_space"][name] = run()
+        print(name, report["search_space"][name], flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
