@@ -26,7 +26,9 @@ test: install-dev weights browser
 	$(PYTHON) -m pytest -q
 
 # CI quality floor: the first 2,000 rows of the real dev slice with the real weights; held-out queries
-# measured 0.8313 P@10 articleType (projection search, 2026-11-26), floor = that minus 2 points.
+# measured P@10 articleType 0.8471 and shopper-photo rank-1 0.925 (search space v2, 2026-11-26);
+# floors = those minus about 2 points.
 quality-gate: install weights
 	$(PYTHON) scripts/precompute.py --source ../shared/data/fashion-dev --limit 2000 --out /tmp/quality-gate-index --quiet
-	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.81
+	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.825 \
+		--data ../shared/data/fashion-dev --min-rank1 0.90

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import io
 import random
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance
+from tqdm import tqdm
 
+from .images import load_image
 from .metadata import Metadata
+from .ranking import POOL, promote_closest
+
+if TYPE_CHECKING:
+    from .recommender import Recommender
 
 
-def neighbours(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: int, batch: int = 512) -> np.ndarray:
-    """(len(rows), k) exact top-k catalog rows per query row, without the query or identical images."""
+def neighbours(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: int, batch: int = 512,
+               appearance_dims: int = 0) -> np.ndarray:
+    """(len(rows), k) exact top-k catalog rows per query row, without the query or identical images;
+    with `appearance_dims`, ordered as the app orders them (ranking.promote_closest)."""
     embeddings = np.asarray(embeddings, np.float32)
     sha = metadata.image_sha
+    pool = max(k, POOL) if appearance_dims else k
     out = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
@@ -25,8 +35,11 @@ def neighbours(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: 
         for i, row in enumerate(chunk):
             if sha[row]:
                 scores[i, sha == sha[row]] = -np.inf
-            top = np.argpartition(-scores[i], k)[:k]
-            out[start + i] = top[np.argsort(-scores[i, top], kind="stable")]
+            top = np.argpartition(-scores[i], pool)[:pool]
+            top = top[np.argsort(-scores[i, top], kind="stable")]
+            if appearance_dims:
+                top, _ = promote_closest(top, scores[i, top], embeddings, embeddings[row], appearance_dims)
+            out[start + i] = top[:k]
     return out
 
 
@@ -41,17 +54,17 @@ def precision_and_map(hits: np.ndarray, relevant: np.ndarray, k: int) -> tuple[f
 
 
 def leave_one_out_precision(embeddings: np.ndarray, metadata: Metadata, field: str, k: int = 10,
-                            queries: np.ndarray | None = None) -> float:
+                            queries: np.ndarray | None = None, appearance_dims: int = 0) -> float:
     """Mean share of a query's top-k neighbours that share its `field` value (the CI gate's number)."""
     rows = np.arange(len(metadata)) if queries is None else np.asarray(queries)
     labels = metadata.columns[field]
-    top = neighbours(embeddings, metadata, rows, k)
+    top = neighbours(embeddings, metadata, rows, k, appearance_dims=appearance_dims)
     return float((labels[top] == labels[rows][:, None]).mean())
 
 
 def retrieval_report(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, fields: tuple[str, ...],
-                     ks: tuple[int, ...] = (1, 5, 10)) -> dict:
-    top = neighbours(embeddings, metadata, rows, max(ks))
+                     ks: tuple[int, ...] = (1, 5, 10), appearance_dims: int = 0) -> dict:
+    top = neighbours(embeddings, metadata, rows, max(ks), appearance_dims=appearance_dims)
     report = {}
     for field in fields:
         labels = metadata.columns[field]
@@ -86,6 +99,22 @@ def shopper_photo(image: Image.Image, rng: random.Random) -> Image.Image:
     buffer = io.BytesIO()
     img.save(buffer, "JPEG", quality=70)
     return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def shopper_photo_robustness(rec: "Recommender", data: Path, rows: np.ndarray, n: int, seed: int = 0) -> dict:
+    """Shopper photos of held-out products through the full query path: same product at rank 1 / in top 10."""
+    rng = random.Random(seed)
+    chosen = rng.sample(list(rows), min(n, len(rows)))
+    sha = rec.metadata.image_sha
+    rank1 = top10 = 0
+    for row in tqdm(chosen, desc="shopper photos", unit="q"):
+        item_id = int(rec.metadata.ids[row])
+        photo = shopper_photo(load_image(data / "images" / f"{item_id}.jpg"), rng)
+        found = [rec.metadata.row_of(m.id) for m in rec.search(photo, 10)]
+        same = [r == row or (sha[row] and sha[r] == sha[row]) for r in found]  # a byte-identical twin counts
+        rank1 += bool(same and same[0])
+        top10 += any(same)
+    return {"rank1": round(rank1 / len(chosen), 4), "top10": round(top10 / len(chosen), 4), "queries": len(chosen)}
 
 
 def classification_report(heads: dict[str, dict], embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:

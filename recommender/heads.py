@@ -51,13 +51,19 @@ def train_heads(embeddings: np.ndarray, ids: np.ndarray, columns: dict[str, np.n
     return heads
 
 
+def probabilities(head: dict, descriptors: np.ndarray) -> np.ndarray:
+    """(n, classes) softmax probabilities of one head for (n, d) descriptors (or (classes,) for (d,))."""
+    logits = np.asarray(descriptors, np.float32) @ head["weight"].T + head["bias"]
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
 def predict(heads: dict[str, dict], embedding: np.ndarray, top: int = 3) -> dict[str, list[tuple[str, float]]]:
     """Per head, the `top` labels with their probabilities."""
     out = {}
     for column, head in heads.items():
-        logits = head["weight"] @ embedding + head["bias"]
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        probs = probabilities(head, embedding)
         order = np.argsort(-probs)[:top]
         out[column] = [(head["classes"][i], float(probs[i])) for i in order]
     return out

@@ -228,9 +228,11 @@ def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict
     ids = np.array([r["id"] for r in rows])
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
     np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
+    heads = train_heads(vectors, ids, metadata.columns)  # first: the search space includes their predictions
+    artifacts.save_heads(folder / artifacts.HEADS, heads)
     t0 = time.perf_counter()
-    projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids)
-    search_vectors = project(projection, vectors)
+    projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads)
+    search_vectors = project(projection, vectors, heads)
     projection_s = time.perf_counter() - t0
     artifacts.save_projection(folder / artifacts.PROJECTION, projection)
     np.save(folder / artifacts.EMBEDDINGS, search_vectors)
@@ -238,8 +240,6 @@ def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict
     build_hnsw(search_vectors).save_index(str(folder / artifacts.INDEX))
     build_s = time.perf_counter() - t0
     metadata.save(folder / artifacts.METADATA)
-    heads = train_heads(vectors, ids, metadata.columns)
-    artifacts.save_heads(folder / artifacts.HEADS, heads)
     for reason, item_id in skipped:
         skipped_source.setdefault(reason, []).append(item_id)
     manifest = {

@@ -14,7 +14,8 @@ from .heads import predict
 from .images import ImageInput
 from .index import VectorIndex
 from .metadata import Filters, Metadata
-from .projection import project
+from .projection import appearance_dims, project
+from .ranking import POOL, promote_closest
 
 MAX_K = 100
 
@@ -81,7 +82,7 @@ class Recommender:
 
     def to_search_space(self, features: np.ndarray) -> np.ndarray:
         """A descriptor (from `features`) -> the unit vector the index searches with."""
-        return project(self.projection, features)
+        return project(self.projection, features, self.heads)
 
     def vector_of(self, item_id: int | str) -> np.ndarray:
         """A catalog item's stored search-space vector."""
@@ -89,7 +90,8 @@ class Recommender:
 
     def search_vector(self, query: np.ndarray, k: int = 12, filters: Filters | None = None,
                       exclude_rows: tuple[int, ...] = ()) -> list[Match]:
-        """The exact filtered top-k for a unit query vector (fewer only when fewer items match)."""
+        """The exact filtered top-k for a unit query vector (fewer only when fewer items match), the
+        closest in appearance among the best POOL first (ranking.promote_closest)."""
         if not 1 <= int(k) <= MAX_K:
             raise UserError(f"k must be between 1 and {MAX_K}.")
         query = np.asarray(query, np.float32)
@@ -98,8 +100,9 @@ class Recommender:
         if exclude_rows:
             mask = np.ones(len(self.metadata), bool) if mask is None else mask.copy()
             mask[list(exclude_rows)] = False
-        rows, scores = self.index.search(query, int(k), mask)
-        return [self.match(r, s) for r, s in zip(rows, scores)]
+        rows, scores = self.index.search(query, max(int(k), POOL), mask)
+        rows, scores = promote_closest(rows, scores, self.index.embeddings, query, appearance_dims(self.projection))
+        return [self.match(r, s) for r, s in zip(rows[:k], scores[:k])]
 
     # --- the public API ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@
 Part 1 (embedding): on the first --rows catalog rows, GeM vs average pooling and trimming the background
 vs not (raw CNN features; P@10 articleType of held-out rows among them, shopper-photo rank-1).
 Part 2 (search space): on the built index's descriptors, retrains the projection without synthetic
-views, with other PCA sizes and colour weights, and without the projected or raw part."""
+views, with other PCA sizes, colour and heads weights, and with the plain ranking."""
 from __future__ import annotations
 
 import argparse
@@ -28,14 +28,24 @@ from recommender.evaluation import leave_one_out_precision, shopper_photo  # noq
 from recommender.foreground import COLOUR_BINS  # noqa: E402
 from recommender.images import load_image, pad_to_square  # noqa: E402
 from recommender.metadata import Metadata  # noqa: E402
-from recommender.projection import COLOUR_WEIGHT, RAW_DIMS, _unit, project, train_projection  # noqa: E402
+from recommender.projection import (COLOUR_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHT, _unit, appearance_dims,  # noqa: E402
+                                    project, train_projection)
+from recommender.ranking import POOL, promote_closest  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402
 
 
-def rank1(catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.ndarray) -> float:
-    """Share of shopper photos whose own product (or a byte-identical twin) is the top match."""
-    top = np.argmax(_unit(photos) @ _unit(catalog).T, axis=1)
-    return round(float(np.mean([t == r or (sha[r] and sha[t] == sha[r]) for t, r in zip(top, rows)])), 4)
+def rank1(catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.ndarray, appearance_dims: int = 0) -> float:
+    """Share of shopper photos whose own product (or a byte-identical twin) is the top match; with
+    `appearance_dims`, after ranking.promote_closest as in the app."""
+    catalog, photos = _unit(catalog), _unit(photos)
+    scores = photos @ catalog.T
+    hits = []
+    for i, row in enumerate(rows):
+        top = np.argsort(-scores[i])[:POOL]
+        if appearance_dims:
+            top, _ = promote_closest(top, scores[i, top], catalog, photos[i], appearance_dims)
+        hits.append(top[0] == row or (sha[row] and sha[top[0]] == sha[row]))
+    return round(float(np.mean(hits)), 4)
 
 
 def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dict[str, np.ndarray]:
@@ -92,20 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     photo_descriptors = embedder.embed(photos)
     queries = held
 
-    def measure(vectors: np.ndarray, photo_vectors: np.ndarray) -> dict:
-        out = {f: round(leave_one_out_precision(vectors, md, f, 10, queries), 4) for f in ("articleType", "gender", "baseColour")}
-        out["shopper rank-1"] = rank1(vectors, photo_vectors, photo_rows, md.image_sha)
+    manifest = artifacts.read_manifest(args.index)
+    heads = artifacts.load_heads(args.index / artifacts.HEADS, manifest["heads"])  # trained on the fit part
+
+    def measure(vectors: np.ndarray, photo_vectors: np.ndarray, appearance: int = 0) -> dict:
+        out = {f: round(leave_one_out_precision(vectors, md, f, 10, queries, appearance), 4)
+               for f in ("articleType", "gender", "baseColour")}
+        out["shopper rank-1"] = rank1(vectors, photo_vectors, photo_rows, md.image_sha, appearance)
         return out
 
     def space(**kwargs) -> dict:
-        use_views = kwargs.pop("views", True)
+        use_views, promote = kwargs.pop("views", True), kwargs.pop("promote", True)
         p = train_projection(descriptors, md.ids, md.columns, views if use_views else None,
-                             md.ids[view_rows] if use_views else None, **kwargs)
-        return measure(project(p, descriptors), project(p, photo_descriptors))
+                             md.ids[view_rows] if use_views else None, heads, **kwargs)
+        return measure(project(p, descriptors, heads), project(p, photo_descriptors, heads),
+                       appearance_dims(p) if promote else 0)
 
     variants = {
         "CNN features only (GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
-        f"shipped: PCA {RAW_DIMS} + projection (with views) + colour {COLOUR_WEIGHT}": lambda: space(),
+        f"shipped: PCA {RAW_DIMS} + projection (with views) + colour {COLOUR_WEIGHT} + heads {SEMANTIC_WEIGHT}, "
+        "closest in appearance first": lambda: space(),
+        "same, without moving the closest in appearance first": lambda: space(promote=False),
+        "heads weight 0 (appearance only)": lambda: space(semantic_weight=0.0),
+        "heads weight 0.3": lambda: space(semantic_weight=0.3),
+        "heads weight 0.7": lambda: space(semantic_weight=0.7),
         "projection trained without synthetic views": lambda: space(views=False),
         "PCA 256": lambda: space(raw_dims=256),
         "PCA 2048 (all)": lambda: space(raw_dims=d),

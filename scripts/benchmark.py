@@ -28,7 +28,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def precompute_throughput(data: Path, weights: str | None, images: int, repeats: int) -> dict:
+def throughput_runs(kind: str, data: Path, weights: str | None, images: int, repeats: int) -> list[float]:
+    """Images/s of one loop, `repeats` times. kind "pipeline": the real embed stage (catalog items/s,
+    and forward passes/s counting the synthetic views); "naive": one image at a time, fp32 eager."""
     import torch
 
     from recommender.catalog import CatalogSource
@@ -36,33 +38,57 @@ def precompute_throughput(data: Path, weights: str | None, images: int, repeats:
     from recommender.images import load_image
     from recommender.pipeline import embed_catalog
 
-    embedder = Embedder(weights)
+    items = [i for i in CatalogSource(str(data), images) if i.data]
+    runs = []
+    if kind == "pipeline":
+        embedder = Embedder(weights)
+        embedder.embed([load_image(items[0].data)])  # traces the frozen backbone (once per process, ~4 s)
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                timings = embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, progress=False)
+                seconds = time.perf_counter() - t0
+            runs.append([len(items) / seconds, (timings["images"] + timings["views"]) / seconds])
+        return runs
     naive = Embedder(weights, precision="fp32")
     naive.model = naive.model.to(memory_format=torch.contiguous_format)
-    items = [i for i in CatalogSource(str(data), images) if i.data]
-    embedder.embed([load_image(items[0].data)])  # traces the frozen backbone (once per process, ~4 s)
-    pipeline_runs, forward_runs, naive_runs = [], [], []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            timings = embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, progress=False)
-            seconds = time.perf_counter() - t0
-            pipeline_runs.append(len(items) / seconds)
-            forward_runs.append((timings["images"] + timings["views"]) / seconds)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for item in items:  # one image at a time, fp32, no batching, decode inline
-                naive.model(naive.preprocess(load_image(item.data))[None])
-        naive_runs.append(len(items) / (time.perf_counter() - t0))
-    pipeline, forward, naive_ = (statistics.median(r) for r in (pipeline_runs, forward_runs, naive_runs))
+            for item in items:  # one image at a time, fp32 eager, no batching, decode inline, no views
+                tensor, _ = naive.preprocess(load_image(item.data))
+                naive.model(tensor[None])
+        runs.append([len(items) / (time.perf_counter() - t0)])
+    return runs
+
+
+def precompute_throughput(args: argparse.Namespace) -> dict:
+    """Each loop in a child process with its best OpenMP setting: precompute.py's OMP_WAIT_POLICY=PASSIVE
+    for the pipeline (decode thread beside the model), the default for the naive loop (PASSIVE made it
+    13 img/s instead of 20: sleeping threads wake for every single image)."""
+    out = {}
+    for kind, policy in (("pipeline", "PASSIVE"), ("naive", None)):
+        env = dict(os.environ)
+        env.pop("OMP_WAIT_POLICY", None)
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        child = subprocess.run([sys.executable, __file__, "--throughput-only", kind, "--index", str(args.index), "--data",
+                                str(args.data), "--out", str(args.out), "--images", str(args.images), "--repeats",
+                                str(args.repeats)] + (["--weights", args.weights] if args.weights else []),
+                               env=env, capture_output=True, text=True)
+        if child.returncode:
+            raise RuntimeError(f"the {kind} throughput run failed:\n{child.stderr[-2000:]}")
+        out[kind] = json.loads(child.stdout.strip().splitlines()[-1])
+    pipeline = statistics.median(r[0] for r in out["pipeline"])
+    forward = statistics.median(r[1] for r in out["pipeline"])
+    naive = statistics.median(r[0] for r in out["naive"])
     # pipeline_img_s counts catalog items; the pipeline also embeds a synthetic view of ~1 fit item in 4
     # (training data for the projection), which forward_img_s counts too.
-    return {"images": len(items), "repeats": repeats, "precision": embedder.precision,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-            "pipeline_img_s": round(pipeline, 1), "forward_img_s": round(forward, 1), "naive_img_s": round(naive_, 1),
-            "speedup": round(pipeline / naive_, 2), "forward_speedup": round(forward / naive_, 2),
-            "pipeline_runs": [round(r, 1) for r in pipeline_runs], "forward_runs": [round(r, 1) for r in forward_runs],
-            "naive_runs": [round(r, 1) for r in naive_runs]}
+    return {"images": args.images, "repeats": args.repeats,
+            "pipeline_img_s": round(pipeline, 1), "forward_img_s": round(forward, 1), "naive_img_s": round(naive, 1),
+            "speedup": round(pipeline / naive, 2), "forward_speedup": round(forward / naive, 2),
+            "pipeline_runs": [[round(v, 1) for v in r] for r in out["pipeline"]],
+            "naive_runs": [round(r[0], 1) for r in out["naive"]]}
 
 
 def query_latency(index: Path, data: Path, weights: str | None, queries: int) -> dict:
@@ -151,21 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--throughput-only", choices=("pipeline", "naive"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.throughput_only:  # the child below: precompute's OpenMP setting must be in place before torch loads
-        print(json.dumps(precompute_throughput(args.data, args.weights, args.images, args.repeats)))
+    if args.throughput_only:  # a child of precompute_throughput: its OpenMP setting is in place before torch loads
+        print(json.dumps(throughput_runs(args.throughput_only, args.data, args.weights, args.images, args.repeats)))
         return 0
     # Latency first, in a clean process state: measured after the throughput runs (three more models
     # and their oneDNN primitive caches in memory) search p50 read 128 ms instead of 30 ms.
     result = query_latency(args.index, args.data, args.weights, args.queries)
     print(json.dumps(result), flush=True)
-    # In a child with precompute.py's OMP_WAIT_POLICY=PASSIVE (both loops run there, same conditions).
-    child = subprocess.run([sys.executable, __file__, "--throughput-only", "--index", str(args.index), "--data", str(args.data),
-                            "--out", str(args.out), "--images", str(args.images), "--repeats", str(args.repeats)]
-                           + (["--weights", args.weights] if args.weights else []),
-                           env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"), capture_output=True, text=True, check=True)
-    result["precompute"] = json.loads(child.stdout.strip().splitlines()[-1])
+    result["precompute"] = precompute_throughput(args)
     print(json.dumps(result["precompute"]), flush=True)
     result["index"] = index_scale(args.index, args.weights)
     result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"""
 | measure | value |
 |---|---|
-| precompute, real pipeline ({p['precision']}), catalog items | {p['pipeline_img_s']} img/s ({p['speedup']}x naive) |
+| precompute, real pipeline, catalog items | {p['pipeline_img_s']} img/s ({p['speedup']}x naive) |
 | precompute, real pipeline, forward passes (items + synthetic views) | {p['forward_img_s']} img/s ({p['forward_speedup']}x naive) |
 | precompute, naive per-image fp32 loop | {p['naive_img_s']} img/s |
 | Recommender.search p50 / p95 | {s['search_ms']['p50']:.1f} / {s['search_ms']['p95']:.1f} ms |

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -22,28 +21,13 @@ from recommender import Recommender, artifacts  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
 from recommender.evaluation import (classification_report, feedback_lift, leave_one_out_precision,  # noqa: E402
-                                    retrieval_report, shopper_photo)
+                                    retrieval_report, shopper_photo_robustness)
 from recommender.images import load_image  # noqa: E402
+from recommender.projection import appearance_dims  # noqa: E402
 from recommender.service import rocchio  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402
 
 FIELDS = ("articleType", "subCategory", "gender", "masterCategory", "baseColour")
-
-
-def robustness(rec: Recommender, data: Path, rows: np.ndarray, n: int, seed: int = 0) -> dict:
-    """Shopper photos of held-out products through the full query path: same product at rank 1 / in top 10."""
-    rng = random.Random(seed)
-    chosen = rng.sample(list(rows), min(n, len(rows)))
-    sha = rec.metadata.image_sha
-    rank1 = top10 = 0
-    for row in tqdm(chosen, desc="shopper photos", unit="q"):
-        item_id = int(rec.metadata.ids[row])
-        photo = shopper_photo(load_image(data / "images" / f"{item_id}.jpg"), rng)
-        found = [rec.metadata.row_of(m.id) for m in rec.search(photo, 10)]
-        same = [r == row or (sha[row] and sha[r] == sha[row]) for r in found]  # a byte-identical twin counts
-        rank1 += bool(same and same[0])
-        top10 += any(same)
-    return {"rank1": round(rank1 / len(chosen), 4), "top10": round(top10 / len(chosen), 4), "queries": len(chosen)}
 
 
 def filtered_recall(rec: Recommender, rows: np.ndarray, n: int = 200, k: int = 10) -> dict:
@@ -184,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")  # descriptors, what heads read
         report = {"index": str(args.index), "catalog_items": len(rec.metadata), "heldout_queries": int(len(rows))}
         print("retrieval …", flush=True)
-        report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS)
-        report["shopper_photo"] = robustness(rec, args.data, rows, args.shopper_photos)
+        # Ordered as the app orders results: the closest in appearance first (ranking.promote_closest).
+        report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS,
+                                               appearance_dims=appearance_dims(rec.projection))
+        report["shopper_photo"] = shopper_photo_robustness(rec, args.data, rows, args.shopper_photos)
         print("filtered recall …", flush=True)
         recall = filtered_recall(rec, rows)
         report["hnsw_recall@10"] = recall.pop("none")

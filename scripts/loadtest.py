@@ -152,6 +152,7 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
     failures: list[str] = []
     counter = {"sent": 0}
     rss = {}
+    series: dict[int, float] = {}
     stop_at = time.monotonic() + args.max_seconds
 
     def worker() -> None:
@@ -165,6 +166,8 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
                 kind, call = next(requests)
                 if n == args.warmup and server is not None:
                     rss["after_warmup"] = rss_mb(server.pid)
+                if server is not None and n % max(1, args.requests // 10) == 0:
+                    series[n] = round(rss_mb(server.pid), 1)  # a leak keeps climbing; warm-up levels off
             t0 = time.perf_counter()
             try:
                 problem = call(client)
@@ -196,6 +199,10 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
                "rss_mb": {k: round(v, 1) for k, v in rss.items()}}
     if "after_warmup" in rss:
         summary["rss_growth_after_warmup_mb"] = round(rss["end"] - rss["after_warmup"], 1)
+    if series:
+        summary["rss_by_request_mb"] = series
+        half = min(series, key=lambda n: abs(n - args.requests // 2))
+        summary["rss_growth_second_half_mb"] = round(rss["end"] - series[half], 1)
     print(json.dumps(summary, indent=1))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1))

@@ -29,7 +29,8 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
          artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
     projection = manifest["projection"]
     assert manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 64  # GeM features + colour histogram
-    assert manifest["dim"] == projection["raw_dims"] + 256 + 64
+    semantic = sum(len(manifest["heads"][c]["classes"]) for c in projection["semantic_heads"])
+    assert manifest["dim"] == projection["raw_dims"] + 256 + 64 + semantic  # appearance, then head predictions
     assert projection["train_rows"] < 47  # fitted on the fit part of the split only
     assert 0 < projection["train_views"] <= projection["train_rows"]  # synthetic shopper photos of fit items
     assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}

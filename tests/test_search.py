@@ -16,6 +16,8 @@ from recommender.errors import ArtifactsError, UserError
 from recommender.index import VectorIndex, build_hnsw
 from recommender.metadata import Metadata
 from recommender.pipeline import precompute
+from recommender.projection import appearance_dims
+from recommender.ranking import POOL, promote_closest
 from tests.conftest import make_catalog, sample_rows
 
 
@@ -86,10 +88,15 @@ def rec(index_dir, embedder) -> Recommender:
     return Recommender.load(index_dir, embedder=embedder)
 
 
-def _brute_force(rec: Recommender, query: np.ndarray, filters: dict, k: int) -> list[int]:
+def _brute_force(rec: Recommender, query: np.ndarray, filters: dict, k: int, exclude: int | None = None) -> list[int]:
+    """Exact filtered top-POOL by brute force, then the shipped order: the closest in appearance first."""
     mask = rec.metadata.mask(filters)
-    rows, _ = rec.index.exact(query, k, np.flatnonzero(mask))
-    return [int(rec.metadata.ids[r]) for r in rows]
+    mask = np.ones(len(rec.metadata), bool) if mask is None else mask.copy()
+    if exclude is not None:
+        mask[rec.metadata.row_of(exclude)] = False
+    rows, scores = rec.index.exact(query, max(k, POOL), np.flatnonzero(mask))
+    rows, _ = promote_closest(rows, scores, rec.index.embeddings, query, appearance_dims(rec.projection))
+    return [int(rec.metadata.ids[r]) for r in rows[:k]]
 
 
 def test_search_accepts_pil_path_and_bytes_alike(rec, index_dir):
@@ -140,7 +147,7 @@ def test_similar_to_uses_the_stored_embedding_and_excludes_the_item(rec, monkeyp
     monkeypatch.setattr(rec.embedder, "forward", lambda *a: pytest.fail("similar_to must not re-embed"))
     results = rec.similar_to(item, k=6, filters={"gender": rec.metadata.attributes(10)["gender"]})
     assert len(results) == 6 and item not in [m.id for m in results]
-    assert [m.id for m in results] == [i for i in _brute_force(rec, rec.vector_of(item), {"gender": rec.metadata.attributes(10)["gender"]}, 7) if i != item][:6]
+    assert [m.id for m in results] == _brute_force(rec, rec.vector_of(item), {"gender": rec.metadata.attributes(10)["gender"]}, 6, exclude=item)
     with pytest.raises(UserError, match="No catalog item with id 123"):
         rec.similar_to(123)
 
@@ -213,3 +220,21 @@ def test_image_bytes_of_a_png_with_alpha_search_like_its_rgb(rec, index_dir):
     buffer = io.BytesIO()
     rgba.save(buffer, "PNG")
     assert rec.search(buffer.getvalue(), 1)[0].id == int(thumb.stem)
+
+
+def test_closest_in_appearance_goes_first_and_the_rest_keep_their_order():
+    vectors = unit(np.array([[1, 0, 0, 1], [0.5, 0.5, 0, 0.7], [1, 0, 0, -0.3], [0, 1, 0, 0]], np.float32))
+    query = unit(np.array([1, 0, 0, 0.9], np.float32))
+    rows, scores = np.array([0, 1, 2, 3]), np.array([0.9, 0.8, 0.7, 0.1], np.float32)
+    # appearance = the first 3 dims: row 2 is closest there, so it moves to the front
+    got_rows, got_scores = promote_closest(rows, scores, vectors, query, appearance_dims=3)
+    assert list(got_rows) == [2, 0, 1, 3] and list(got_scores) == [0.7, 0.9, 0.8, 0.1]
+    same, _ = promote_closest(rows, scores, vectors, query, appearance_dims=4)  # already first: unchanged
+    assert list(same) == [0, 1, 2, 3]
+
+
+def test_search_vector_is_the_semantic_order_with_the_appearance_match_first(rec):
+    query = rec.vector_of(int(rec.metadata.ids[7]))
+    results = [m.id for m in rec.search_vector(query, 12)]
+    assert results == _brute_force(rec, query, {}, 12)
+    assert results[0] == int(rec.metadata.ids[7])  # an item's own photo is its closest match
