@@ -27,7 +27,7 @@ GEM_P = 3.0
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off where the hardware has native bf16 (AVX-512 BF16/AMX on CPU, Ampere+ GPUs)."""
+    """bf16 pays off where the hardware has native bf16 (AVX-512 BF16/AMX on CPU, Ampere+ GPUs)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
