@@ -26,7 +26,7 @@ def neighbours(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: 
     with `appearance_dims`, ordered as the app orders them (ranking.promote_closest)."""
     embeddings = np.asarray(embeddings, np.float32)
     sha = metadata.image_sha
-    pool = max(k, POOL) if appearance_dims else k
+    pool = min(max(k, POOL) if appearance_dims else k, len(embeddings) - 1)  # argpartition needs pool < n
     out = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]

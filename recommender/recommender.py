@@ -102,7 +102,7 @@ class Recommender:
             mask[list(exclude_rows)] = False
         rows, scores = self.index.search(query, max(int(k), POOL), mask)
         rows, scores = promote_closest(rows, scores, self.index.embeddings, query, appearance_dims(self.projection))
-        return [self.match(r, s) for r, s in zip(rows[:k], scores[:k])]
+        return [self.match(r, s) for r, s in zip(rows[:int(k)], scores[:int(k)])]
 
     # --- the public API ---------------------------------------------------------------------------
 
