@@ -41,12 +41,20 @@ def shopper_view(image: Image.Image, seed: int) -> Image.Image:
     keep_w, keep_h = rng.uniform(0.85, 1.0), rng.uniform(0.85, 1.0)
     dx, dy = int(w * (1 - keep_w) * rng.random()), int(h * (1 - keep_h) * rng.random())
     img = img.crop((dx, dy, dx + int(w * keep_w), dy + int(h * keep_h)))
-    margin = int(rng.uniform(0.0, 0.25) * max(img.size))
+    # Arguments are drawn left to right: the same order as the steps they drive.
+    return rephotograph(img, rng.uniform(0.0, 0.25), rng.uniform(-10, 10), rng.uniform(0.75, 1.25),
+                        rng.uniform(0.75, 1.25), rng.randint(60, 90)).convert("RGB")
+
+
+def rephotograph(img: Image.Image, margin_share: float, angle: float, brightness: float, contrast: float,
+                 quality: int) -> Image.Image:
+    """`img` on a white margin (a share of its longer side), rotated, re-lit and re-compressed as JPEG."""
+    margin = int(margin_share * max(img.size))
     canvas = Image.new("RGB", (img.width + 2 * margin, img.height + 2 * margin), "white")
     canvas.paste(img, (margin, margin))
-    img = canvas.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.75, 1.25))
-    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.75, 1.25))
+    img = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
+    img = ImageEnhance.Brightness(img).enhance(brightness)
+    img = ImageEnhance.Contrast(img).enhance(contrast)
     buffer = io.BytesIO()
-    img.save(buffer, "JPEG", quality=rng.randint(60, 90))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    img.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))

@@ -26,6 +26,11 @@ MAX_SIDE_BEFORE_PAD = 1024
 GEM_P = 3.0
 
 
+def gem_pool(maps: torch.Tensor) -> torch.Tensor:
+    """(n, c, h, w) feature maps -> (n, c) generalised-mean pooled features (p = GEM_P)."""
+    return maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """bf16 pays off where the hardware has native bf16 (AVX-512 BF16/AMX on CPU, Ampere+ GPUs)."""
     if device.type == "cuda":
@@ -137,7 +142,7 @@ class Embedder:
         """A preprocessed batch -> (unit GeM features, ImageNet logits), as float32 numpy."""
         maps = self.feature_maps(batch)
         with torch.inference_mode():
-            gem = maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
+            gem = gem_pool(maps)
             logits = self.model.get_classifier()(maps.mean((2, 3)))  # the classifier was trained on averages
         features = torch.nn.functional.normalize(gem, dim=1)
         return features.cpu().numpy(), logits.cpu().numpy()

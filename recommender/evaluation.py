@@ -3,15 +3,15 @@ recall, head accuracy and the lift from feedback. Queries never count themselves
 copies of their image."""
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 from tqdm import tqdm
 
+from .augment import rephotograph
 from .images import load_image
 from .metadata import Metadata
 from .ranking import POOL, promote_closest
@@ -90,15 +90,7 @@ def shopper_photo(image: Image.Image, rng: random.Random) -> Image.Image:
     w, h = img.size
     dx, dy = int(w * 0.1 * rng.random()), int(h * 0.1 * rng.random())
     img = img.crop((dx, dy, dx + int(w * 0.9), dy + int(h * 0.9)))
-    margin = int(0.15 * max(img.size))
-    canvas = Image.new("RGB", (img.width + 2 * margin, img.height + 2 * margin), "white")
-    canvas.paste(img, (margin, margin))
-    img = canvas.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
-    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
-    buffer = io.BytesIO()
-    img.save(buffer, "JPEG", quality=70)
-    return Image.open(io.BytesIO(buffer.getvalue()))
+    return rephotograph(img, 0.15, rng.uniform(-8, 8), rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), 70)
 
 
 def shopper_photo_robustness(rec: "Recommender", data: Path, rows: np.ndarray, n: int, seed: int = 0) -> dict:

@@ -151,7 +151,7 @@ def read_shards(folders: Iterable[Path]) -> Shards:
     order = np.argsort([r["position"] for r in rows], kind="stable")
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
     return Shards(matrix[order] if len(rows) else matrix, [rows[i] for i in order], skipped,
-                  np.concatenate(views) if views else np.zeros((0, matrix.shape[1] if matrix.ndim == 2 else 0), np.float32),
+                  np.concatenate(views) if views else np.zeros((0, matrix.shape[1]), np.float32),
                   np.asarray(view_ids, np.int64))
 
 

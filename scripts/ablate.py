@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import artifacts  # noqa: E402
 from recommender.augment import gets_view, shopper_view  # noqa: E402
-from recommender.embedder import GEM_P, Embedder  # noqa: E402
+from recommender.embedder import Embedder, gem_pool  # noqa: E402
 from recommender.evaluation import leave_one_out_precision, shopper_photo  # noqa: E402
 from recommender.foreground import COLOUR_BINS  # noqa: E402
 from recommender.images import load_image, pad_to_square  # noqa: E402
@@ -56,8 +56,7 @@ def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dic
         batch = torch.stack([embedder.preprocess(i)[0] if trim else embedder.transform(pad_to_square(i)) for i in chunk])
         maps = embedder.feature_maps(batch)
         out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
-        gem = maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1 / GEM_P)
-        out["gem"].append(torch.nn.functional.normalize(gem, dim=1).numpy())
+        out["gem"].append(torch.nn.functional.normalize(gem_pool(maps), dim=1).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
