@@ -91,14 +91,14 @@ def load_image(source: ImageInput) -> Image.Image:
     return to_rgb(_open(data))
 
 
-def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Centre the image on a white square, so no part of the product is cropped away. On the catalog
-    it ties with centre crop (leave-one-out P@10 articleType 0.7548 vs 0.7563, 2,000 items, README);
-    for shopper photos of any shape it keeps the whole item in view."""
+def pad_to_aspect(img: Image.Image, aspect: float, fill: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Centre the image on a white canvas of width/height `aspect`, so no part of the product is cropped
+    away. On the catalog, padding ties with centre crop (leave-one-out P@10 articleType 0.7548 vs 0.7563,
+    2,000 items, README); for shopper photos of any shape it keeps the whole item in view."""
     width, height = img.size
-    side = max(width, height)
-    if width == height:
+    canvas_w, canvas_h = max(width, round(height * aspect)), max(height, round(width / aspect))
+    if (canvas_w, canvas_h) == (width, height):
         return img
-    canvas = Image.new("RGB", (side, side), fill)
-    canvas.paste(img, ((side - width) // 2, (side - height) // 2))
+    canvas = Image.new("RGB", (canvas_w, canvas_h), fill)
+    canvas.paste(img, ((canvas_w - width) // 2, (canvas_h - height) // 2))
     return canvas

@@ -107,7 +107,7 @@ class Recommender:
     # --- the public API ---------------------------------------------------------------------------
 
     def features(self, image: ImageInput) -> np.ndarray:
-        """The image's descriptor: 2048-d GeM-pooled ResNet50 features, then its 64-bin colour histogram
+        """The image's descriptor: 2048-d regional-GeM ResNet50 features, then its 64-bin colour histogram
         (what the heads and the search projection read)."""
         return self.embedder.embed_one(image)
 

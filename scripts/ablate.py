@@ -3,8 +3,9 @@
     python scripts/ablate.py --index DIR --data ../shared/data/fashion-dev [--weights PATH] [--out FILE.json]
                              [--rows 3000] [--photos 500]
 
-Part 1 (embedding): on the first --rows catalog rows, GeM vs average pooling and trimming the background
-vs not (raw CNN features; P@10 articleType of held-out rows among them, shopper-photo rank-1).
+Part 1 (embedding): on the first --rows catalog rows, raw CNN features with regional GeM vs GeM vs average pooling,
+trimming the background vs not, and the input shape (3:4 vs square, 224 / 160 / 128 px high); P@10
+articleType of the held-out rows among them and shopper-photo rank-1.
 Part 2 (search space): on the built index's descriptors, retrains the projection without synthetic
 views, with other PCA sizes, colour and heads weights, and with the plain ranking."""
 from __future__ import annotations
@@ -23,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import artifacts  # noqa: E402
 from recommender.augment import gets_view, shopper_view  # noqa: E402
-from recommender.embedder import Embedder, gem_pool  # noqa: E402
+from recommender.embedder import INPUT_SIZE, Embedder  # noqa: E402
+from recommender.pooling import gem_pool, regional_gem  # noqa: E402
 from recommender.evaluation import leave_one_out_precision, shopper_photo  # noqa: E402
 from recommender.foreground import COLOUR_BINS  # noqa: E402
-from recommender.images import load_image, pad_to_square  # noqa: E402
+from recommender.images import load_image, pad_to_aspect  # noqa: E402
 from recommender.metadata import Metadata  # noqa: E402
-from recommender.projection import (COLOUR_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHT, _unit, appearance_dims,  # noqa: E402
+from recommender.projection import (COLOUR_WEIGHT, INSTANCE_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHT, _unit, appearance_dims,  # noqa: E402
                                     project, train_projection)
 from recommender.ranking import POOL, promote_closest  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402
@@ -49,14 +51,16 @@ def rank1(catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.nda
 
 
 def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dict[str, np.ndarray]:
-    """Average- and GeM-pooled unit features of images, with or without trimming the background."""
-    out = {"avg": [], "gem": []}
+    """Average-, GeM- and regional-GeM-pooled unit features of images, with or without trimming the background."""
+    out = {"avg": [], "gem": [], "regional gem": []}
     for start in tqdm(range(0, len(images), 32), desc=desc, unit="batch"):
         chunk = images[start:start + 32]
-        batch = torch.stack([embedder.preprocess(i)[0] if trim else embedder.transform(pad_to_square(i)) for i in chunk])
+        batch = torch.stack([embedder.preprocess(i)[0] if trim else embedder.transform(pad_to_aspect(i, embedder.aspect))
+                             for i in chunk])
         maps = embedder.feature_maps(batch)
         out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
         out["gem"].append(torch.nn.functional.normalize(gem_pool(maps), dim=1).numpy())
+        out["regional gem"].append(regional_gem(maps).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -84,15 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = Metadata(md.ids[:n], {c: md.columns[c][:n] for c in md.columns}, md.image_sha[:n])
     queries = np.flatnonzero(heldout_mask(sub.ids))
     sub_photos = photo_rows < n
-    for trim in (False, True):
-        catalog = embed_images(embedder, images[:n], trim, f"catalog trim={trim}")
-        shots = embed_images(embedder, [p for p, keep in zip(photos, sub_photos) if keep], trim, f"photos trim={trim}")
-        for pooling in ("avg", "gem"):
-            name = f"{'trim + ' if trim else ''}pad, {pooling}"
-            report["embedding"][name] = {
-                "P@10 articleType": round(leave_one_out_precision(catalog[pooling], sub, "articleType", 10, queries), 4),
-                "shopper rank-1": rank1(catalog[pooling], shots[pooling], photo_rows[sub_photos], sub.image_sha)}
-            print(name, report["embedding"][name], flush=True)
+    sub_shots = [p for p, keep in zip(photos, sub_photos) if keep]
+    shipped = (True, "regional gem")
+    shapes = {INPUT_SIZE: [shipped, (True, "gem"), (True, "avg"), (False, "regional gem"), (False, "gem"), (False, "avg")],
+              (224, 224): [shipped, (True, "gem")], (160, 120): [shipped], (128, 96): [shipped]}
+    for shape, settings in shapes.items():
+        shaped = embedder if shape == INPUT_SIZE else Embedder(args.weights, input_size=shape)
+        for trim in sorted({t for t, _ in settings}, reverse=True):
+            catalog = embed_images(shaped, images[:n], trim, f"catalog {shape} trim={trim}")
+            shots = embed_images(shaped, sub_shots, trim, f"photos {shape} trim={trim}")
+            for pooling in [p for t, p in settings if t == trim]:
+                name = f"{shape[0]}x{shape[1]} (h x w), {'trimmed' if trim else 'whole photo'}, {pooling}"
+                report["embedding"][name] = {
+                    "P@10 articleType": round(leave_one_out_precision(catalog[pooling], sub, "articleType", 10, queries), 4),
+                    "shopper rank-1": rank1(catalog[pooling], shots[pooling], photo_rows[sub_photos], sub.image_sha)}
+                print(name, report["embedding"][name], flush=True)
 
     # Part 2: the search space, on the index's own descriptors; views re-made exactly as precompute makes them.
     d = descriptors.shape[1] - COLOUR_BINS
@@ -118,14 +128,17 @@ def main(argv: list[str] | None = None) -> int:
                        appearance_dims(p) if promote else 0)
 
     variants = {
-        "CNN features only (GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
-        f"shipped: PCA {RAW_DIMS} + projection (with views) + colour {COLOUR_WEIGHT} + heads {SEMANTIC_WEIGHT}, "
+        "CNN features only (regional GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
+        f"shipped: PCA {RAW_DIMS} + projection (views, instance loss {INSTANCE_WEIGHT}) + colour {COLOUR_WEIGHT} + "
+        f"heads {SEMANTIC_WEIGHT}, "
         "closest in appearance first": lambda: space(),
         "same, without moving the closest in appearance first": lambda: space(promote=False),
         "heads weight 0 (appearance only)": lambda: space(semantic_weight=0.0),
         "heads weight 0.3": lambda: space(semantic_weight=0.3),
         "heads weight 0.7": lambda: space(semantic_weight=0.7),
         "projection trained without synthetic views": lambda: space(views=False),
+        "instance loss weight 0": lambda: space(instance_weight=0.0),
+        "instance loss weight 1": lambda: space(instance_weight=1.0),
         "PCA 256": lambda: space(raw_dims=256),
         "PCA 2048 (all)": lambda: space(raw_dims=d),
         "colour weight 0": lambda: space(colour_weight=0.0),

@@ -1,9 +1,10 @@
 """Measure a built index on real data, on the held-out part of the split by product id.
 
     python scripts/evaluate.py --index DIR --data ../shared/data/fashion-dev --out reports/eval [--weights PATH]
-                               [--ablations N]
+                               [--ablations ABLATE.json]
 
-Writes report.json, report.md and PNG plots to --out."""
+Writes report.json, report.md and PNG plots to --out; with --ablations (the output of scripts/ablate.py)
+also the effect of each setting, as a plot and tables."""
 from __future__ import annotations
 
 import argparse
@@ -13,16 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import Recommender, artifacts  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
-from recommender.evaluation import (classification_report, feedback_lift, leave_one_out_precision,  # noqa: E402
-                                    retrieval_report, shopper_photo_robustness)
-from recommender.images import load_image  # noqa: E402
+from recommender.evaluation import (classification_report, feedback_lift, retrieval_report, shopper_photo_robustness)
 from recommender.projection import appearance_dims  # noqa: E402
 from recommender.service import rocchio  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402
@@ -52,38 +50,6 @@ def filtered_recall(rec: Recommender, rows: np.ndarray, n: int = 200, k: int = 1
             recalls.append(len(set(got) & set(exact)) / len(exact))
         out[name] = round(float(np.mean(recalls)), 4)
     return out
-
-
-def ablations(data: Path, weights: str | None, limit: int) -> dict:
-    """Leave-one-out P@10 articleType on the first `limit` rows for preprocessing choices."""
-    from recommender.catalog import CatalogSource
-    from recommender.embedder import Embedder
-    from recommender.images import pad_to_square
-    from recommender.metadata import Metadata
-
-    items = [i for i in CatalogSource(str(data), limit) if i.data]
-    metadata = Metadata([i.id for i in items], {c: [i.attributes[c] for i in items] for c in items[0].attributes},
-                        [str(hash(i.data)) for i in items])
-    images = [load_image(i.data) for i in items]
-    results = {}
-    for name, size, pad in (("pad-to-square 224", 224, True), ("centre crop 224", 224, False),
-                            ("pad-to-square 160", 160, True), ("pad-to-square 128", 128, True)):
-        embedder = Embedder(weights, input_size=size)
-        if not pad:  # timm's own eval transform: resize shorter side, centre crop
-            import timm
-
-            config = timm.data.resolve_data_config({}, model=embedder.model)
-            config.update(input_size=(3, size, size), crop_pct=1.0)
-            transform = timm.data.create_transform(**config)
-            preprocess = transform
-        else:
-            preprocess = lambda img, e=embedder: e.transform(pad_to_square(img))  # noqa: E731
-        import torch
-
-        vectors = np.concatenate([embedder.forward(torch.stack([preprocess(img) for img in images[s:s + 64]]))[0]
-                                  for s in tqdm(range(0, len(images), 64), desc=name, unit="batch")])
-        results[name] = round(leave_one_out_precision(vectors, metadata, "articleType", 10), 4)
-    return results
 
 
 def plots(report: dict, out: Path) -> None:
@@ -116,12 +82,19 @@ def plots(report: dict, out: Path) -> None:
     fig.savefig(out / "confusion_article_type.png", dpi=110)
     plt.close(fig)
 
-    if report.get("ablations"):
-        settings = report["ablations"]
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.barh(list(settings), list(settings.values()), color="#2563eb")
-        ax.set_xlabel("leave-one-out P@10 articleType")
-        ax.set_xlim(min(settings.values()) - 0.05, max(settings.values()) + 0.02)
+    if report.get("ablations"):  # one panel per part of scripts/ablate.py, bars per metric
+        parts = report["ablations"]
+        fig, axes = plt.subplots(len(parts), 1, figsize=(10, 2 + 0.5 * sum(len(v) for v in parts.values())))
+        for ax, (part, settings) in zip(np.atleast_1d(axes), parts.items()):
+            names, metrics = list(settings), list(next(iter(settings.values())))
+            for j, metric in enumerate(metrics):
+                ax.barh(np.arange(len(names)) + j / (len(metrics) + 1), [settings[n][metric] for n in names],
+                        height=1 / (len(metrics) + 1), label=metric)
+            ax.set_yticks(np.arange(len(names)) + 0.3, [n[:70] for n in names], fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlim(0.3, 1)
+            ax.set_title(f"{part} (held-out)", fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         fig.savefig(out / "settings_effect.png", dpi=110)
         plt.close(fig)
@@ -143,8 +116,10 @@ def markdown(report: dict) -> str:
     f = report["personalisation"]
     lines += ["", f"Feedback (Rocchio, {f['rounds']} rounds): P@10 of same type and colour "
               f"{f['P@10_type_and_colour_before']:.3f} → {f['P@10_type_and_colour_after']:.3f}."]
-    if report.get("ablations"):
-        lines += ["", "| setting | LOO P@10 articleType |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in report["ablations"].items()]
+    for part, settings in report.get("ablations", {}).items():
+        metrics = list(next(iter(settings.values())))
+        lines += ["", f"| {part} setting | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{v[m]:.4f}" for m in metrics) + " |" for name, v in settings.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -155,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--weights")
     parser.add_argument("--shopper-photos", type=int, default=500)
-    parser.add_argument("--ablations", type=int, default=0, metavar="N", help="also compare preprocessing on the first N rows")
+    parser.add_argument("--ablations", type=Path, metavar="ABLATE.json", help="scripts/ablate.py's output, to plot and tabulate")
     args = parser.parse_args(argv)
 
     def run() -> dict:
         if not (args.data / "images").is_dir():
             raise UserError(f"{args.data} has no images/ folder; pass the Kaggle-style folder the index was built from.")
+        if args.ablations and not args.ablations.is_file():
+            raise UserError(f"{args.ablations} does not exist; run scripts/ablate.py --out {args.ablations} first.")
         started = time.perf_counter()
         rec = Recommender.load(args.index, weights=args.weights)
         rows = np.flatnonzero(heldout_mask(rec.metadata.ids))
@@ -183,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
         if args.ablations:
-            report["ablations"] = ablations(args.data, args.weights, args.ablations)
+            report["ablations"] = json.loads(args.ablations.read_text())
         report["seconds"] = round(time.perf_counter() - started, 1)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps(report, indent=1))

@@ -159,7 +159,12 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
     stop_at = time.monotonic() + args.max_seconds
 
     def worker() -> None:
-        client = Client(url, verbose=False, download_files=False)  # checking ids needs no thumbnail downloads
+        try:  # 32 clients reading the app's config at once can time out on a slow machine: that is an error too
+            client = Client(url, verbose=False, download_files=False)  # checking ids needs no thumbnail downloads
+        except Exception as exc:
+            with lock:
+                failures.append(f"connect: {type(exc).__name__}: {str(exc)[:200]}")
+            return
         while True:
             with lock:
                 if counter["sent"] >= args.requests or time.monotonic() > stop_at:

@@ -36,7 +36,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}
     assert int(first.stem) in manifest["skipped"]["items"]["image that cannot be decoded"]
     assert manifest["model"]["weights_sha256"] == embedder.weights_sha256
-    assert manifest["model"]["preprocessing"]["pad_to_square"] == "white"
+    assert manifest["model"]["preprocessing"]["pad"].startswith("white") and manifest["model"]["preprocessing"]["input_size"] == [224, 168]
     assert manifest["model"]["precision"] in ("bf16", "fp32")
     assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
     assert len(list((out / "thumbnails").iterdir())) == 47

@@ -171,7 +171,7 @@ def test_index_refuses_other_preprocessing(index_dir, tmp_path, random_weights):
     from recommender.embedder import Embedder
 
     with pytest.raises(ArtifactsError, match="other preprocessing"):
-        Recommender.load(index_dir, embedder=Embedder(random_weights, input_size=160))
+        Recommender.load(index_dir, embedder=Embedder(random_weights, input_size=(160, 120)))
 
 
 def _copy(index_dir, tmp_path):

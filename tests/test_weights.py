@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from recommender.errors import WeightsError
-from recommender.images import load_image, pad_to_square
+from recommender.images import load_image, pad_to_aspect
+from recommender.pooling import regional_gem
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
 from tests.conftest import CACHE, SAMPLE
 
@@ -76,7 +77,7 @@ def _photos(article_type: str, n: int) -> list:
 
 def test_real_photos_land_in_sensible_imagenet_classes(real_embedder):
     def top1(images):  # ImageNet-style input (padded, not trimmed to the product): this checks the weights
-        _, logits = real_embedder.forward(torch.stack([real_embedder.transform(pad_to_square(i)) for i in images]))
+        _, logits = real_embedder.forward(torch.stack([real_embedder.transform(pad_to_aspect(i, real_embedder.aspect)) for i in images]))
         return [real_embedder.labels[int(row.argmax())] for row in logits]
 
     assert top1(_photos("Sunglasses", 6)) == ["sunglass"] * 6
@@ -115,7 +116,7 @@ def test_frozen_backbone_matches_the_eager_fp32_model(real_embedder):
     features, _ = real_embedder.forward(batch)
     with torch.inference_mode():
         maps = real_embedder.model.forward_features(batch.contiguous()).float()
-    reference = torch.nn.functional.normalize(maps.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), dim=1).numpy()
+    reference = regional_gem(maps).numpy()
     assert (features * reference).sum(axis=1).min() > 0.995
     one, _ = real_embedder.forward(batch[:1])  # another batch size through the same traced graph
     assert float(one[0] @ features[0]) > 0.999

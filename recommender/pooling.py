@@ -1,0 +1,56 @@
+"""Feature maps -> one vector. Regional GeM: the same product re-photographed (cropped, rotated, on a
+margin) keeps most of its regions, so pooling regions separately and summing them matches it far better
+than one global pool, at the same length (2048).
+
+Held-out shopper-photo rank-1 on raw features of all 9,583 fashion-dev items (224x168, trimmed):
+global max 0.914, global GeM 0.922, regional max (R-MAC) 0.972, regional GeM 0.976;
+P@10 articleType 0.763 (GeM) vs 0.758 (regional GeM). scripts/ablate.py reproduces the comparison."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+# GeM with p = 3 instead of the average: shopper-photo rank-1 0.892 -> 0.924 globally (224x168, trimmed,
+# first 3,000 rows, scripts/ablate.py); regional GeM 0.975.
+GEM_P = 3.0
+# Region scales as in R-MAC (Tolias et al., ICLR 2016): at level l, squares of side 2*min(h, w)/(l+1),
+# evenly spread with overlap; plus the whole map. The 7x6 maps of a 224x168 input have 28 regions.
+LEVELS = 3
+
+
+def gem_pool(maps: torch.Tensor) -> torch.Tensor:
+    """(n, c, h, w) feature maps -> (n, c) generalised-mean pooled features (p = GEM_P)."""
+    return maps.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
+
+
+@lru_cache(maxsize=8)
+def regions(height: int, width: int, levels: int = LEVELS) -> tuple[tuple[int, int, int, int], ...]:
+    """(top, bottom, left, right) of every region of a height x width map: the whole map, then the
+    R-MAC squares of each level."""
+    out = [(0, height, 0, width)]
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * min(height, width) / (level + 1)))
+        ys = np.unique(np.round(np.linspace(0, height - side, level + (height > side))).astype(int))
+        xs = np.unique(np.round(np.linspace(0, width - side, level + (width > side))).astype(int))
+        out += [(int(y), int(y) + side, int(x), int(x) + side) for y in ys for x in xs]
+    return tuple(out)
+
+
+@lru_cache(maxsize=8)
+def _averaging(height: int, width: int) -> torch.Tensor:
+    """(height * width, regions): column j averages the cells of region j."""
+    found = regions(height, width)
+    weights = torch.zeros(height, width, len(found))
+    for j, (top, bottom, left, right) in enumerate(found):
+        weights[top:bottom, left:right, j] = 1.0 / ((bottom - top) * (right - left))
+    return weights.reshape(height * width, len(found))
+
+
+def regional_gem(maps: torch.Tensor) -> torch.Tensor:
+    """(n, c, h, w) -> (n, c) unit vectors: the sum of the unit GeM vectors of every region. All regions
+    in one matrix product (8 ms for a batch of 32 on this CPU; slicing region by region took 34)."""
+    means = maps.clamp(min=1e-6).pow(GEM_P).flatten(2) @ _averaging(*maps.shape[2:])  # (n, c, regions)
+    per_region = torch.nn.functional.normalize(means.pow(1.0 / GEM_P), dim=1)
+    return torch.nn.functional.normalize(per_region.sum(2), dim=1)

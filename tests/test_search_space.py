@@ -1,0 +1,63 @@
+"""The fitted parts of the search space, on synthetic descriptors: the attribute heads and the projection."""
+from __future__ import annotations
+
+import numpy as np
+
+from recommender.foreground import COLOUR_BINS
+from recommender.heads import train_head
+from recommender.projection import _unit, train_projection
+from recommender.split import heldout_mask
+
+
+def test_a_standardised_head_folds_its_scaling_into_weights_for_raw_descriptors():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    x = rng.normal(size=(600, 16)).astype(np.float32)
+    x[:, 0] = labels * 1e-3 + rng.normal(scale=1e-4, size=600)  # the signal sits in a tiny-scale dimension
+    x[:, 1:] *= 50.0  # next to large noise
+    fit = np.arange(600) % 5 != 0
+    head = train_head(x, labels.astype(str), fit, standardise=True)
+    predicted = np.argmax(x[~fit] @ head["weight"].T + head["bias"], axis=1)  # raw descriptors, as callers pass them
+    assert (np.array(head["classes"])[predicted] == labels[~fit].astype(str)).mean() > 0.95
+    assert head["heldout_accuracy"] > 0.95
+
+
+def _views_nearest_their_own_photo(projection: dict, descriptors: np.ndarray, views: np.ndarray, rows: np.ndarray) -> float:
+    d = descriptors.shape[1] - COLOUR_BINS
+    z = lambda f: _unit(_unit(f[:, :d]) @ projection["weight"].T + projection["bias"])  # noqa: E731
+    catalog, shots = z(descriptors), z(views)
+    return float((np.argmax(shots @ catalog.T, axis=1) == rows).mean())
+
+
+def test_the_instance_loss_keeps_a_synthetic_view_closest_to_its_own_photo():
+    """Items of one class differ only in small details; a view is its photo plus noise. The class loss
+    alone has no reason to keep those details, the instance loss does."""
+    rng = np.random.default_rng(1)
+    n, d = 400, 64
+    ids = np.arange(10_000, 10_000 + n)
+    classes = rng.integers(0, 4, n)
+    centres = rng.normal(size=(4, d)) * 3
+    features = centres[classes] + rng.normal(size=(n, d))
+    descriptors = np.hstack([features, np.ones((n, COLOUR_BINS))]).astype(np.float32)
+    fit_rows = np.flatnonzero(~heldout_mask(ids))[:150]
+    views = descriptors[fit_rows] + np.hstack([rng.normal(scale=1.2, size=(len(fit_rows), d)), np.zeros((len(fit_rows), COLOUR_BINS))])
+    columns = {c: classes.astype(str) for c in ("articleType", "gender", "baseColour", "subCategory", "usage")}
+    found = {w: _views_nearest_their_own_photo(
+        train_projection(descriptors, ids, columns, views.astype(np.float32), ids[fit_rows], dim=16, raw_dims=8,
+                         instance_weight=w), descriptors, views, fit_rows) for w in (0.0, 1.0)}
+    assert found[1.0] > found[0.0] + 0.1, found
+
+
+def test_training_sample_caps_fit_rows_deterministically_and_keeps_required_rows():
+    from recommender.split import training_sample
+
+    ids = np.arange(50_000, 50_500)
+    fit = ~heldout_mask(ids)
+    assert training_sample(ids, fit, cap=len(ids)) is fit  # under the cap: the fit part itself
+    keep = np.zeros(len(ids), bool)
+    keep[:40] = True
+    sample = training_sample(ids, fit, cap=100, keep=keep)
+    assert not (sample & ~fit).any()  # never a held-out row
+    assert (sample & fit & keep).sum() == (fit & keep).sum() and 100 <= sample.sum() <= 140
+    shuffled = np.random.default_rng(0).permutation(len(ids))  # the choice follows the ids, not their order
+    assert set(ids[shuffled][training_sample(ids[shuffled], fit[shuffled], cap=100)]) == set(ids[training_sample(ids, fit, cap=100)])
