@@ -93,8 +93,8 @@ def load_image(source: ImageInput) -> Image.Image:
 
 def pad_to_aspect(img: Image.Image, aspect: float, fill: tuple[int, int, int] = WHITE) -> Image.Image:
     """Centre the image on a white canvas of width/height `aspect`, so no part of the product is cropped
-    away. On the catalog, padding ties with centre crop (leave-one-out P@10 articleType 0.7548 vs 0.7563,
-    2,000 items, README); for shopper photos of any shape it keeps the whole item in view."""
+    away. On the catalog, padding tied with centre crop (session 1: leave-one-out P@10 articleType 0.7548
+    vs 0.7563, first 2,000 items); for shopper photos of any shape it keeps the whole item in view."""
     width, height = img.size
     canvas_w, canvas_h = max(width, round(height * aspect)), max(height, round(width / aspect))
     if (canvas_w, canvas_h) == (width, height):

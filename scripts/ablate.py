@@ -7,7 +7,8 @@ Part 1 (embedding): on the first --rows catalog rows, raw CNN features with regi
 trimming the background vs not, and the input shape (3:4 vs square, 224 / 160 / 128 px high); P@10
 articleType of the held-out rows among them and shopper-photo rank-1.
 Part 2 (search space): on the built index's descriptors, retrains the projection without synthetic
-views, with other PCA sizes, colour and heads weights, and with the plain ranking."""
+views, without or with a stronger instance loss, with other PCA sizes, colour and heads weights, and
+with the plain ranking."""
 from __future__ import annotations
 
 import argparse

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recommender import Recommender, artifacts  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
-from recommender.evaluation import (classification_report, feedback_lift, retrieval_report, shopper_photo_robustness)
+from recommender.evaluation import classification_report, feedback_lift, retrieval_report, shopper_photo_robustness  # noqa: E402
 from recommender.projection import appearance_dims  # noqa: E402
 from recommender.service import rocchio  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402

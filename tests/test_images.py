@@ -123,3 +123,14 @@ def test_fuzzed_truncations_of_a_real_photo_never_crash(width, height, cut):
         assert load_image(data[: max(1, len(data) - cut)]).mode == "RGB"
     except ImageError:
         pass
+
+
+def test_pad_to_aspect_centres_on_white_without_cropping():
+    from recommender.images import pad_to_aspect
+
+    tall, wide = Image.new("RGB", (30, 80), "red"), Image.new("RGB", (80, 30), "red")
+    assert pad_to_aspect(tall, 0.75).size == (60, 80)
+    padded = pad_to_aspect(wide, 0.75)
+    assert padded.size == (80, 107) and padded.getpixel((40, 0)) == (255, 255, 255) and padded.getpixel((40, 53)) == (255, 0, 0)
+    exact = Image.new("RGB", (60, 80))
+    assert pad_to_aspect(exact, 0.75) is exact
