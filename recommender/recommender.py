@@ -53,9 +53,11 @@ class Recommender:
                 f"The index at {folder} was built with other weights ({built['weights_source']}) than the model "
                 f"loaded now ({embedder.weights_info['source']}); pass the same --weights or rebuild the index.")
         if built["preprocessing"] != embedder.preprocessing:
+            now = embedder.preprocessing
+            differ = sorted(k for k in set(built["preprocessing"]) | set(now) if built["preprocessing"].get(k) != now.get(k))
             raise ArtifactsError(
-                f"The index at {folder} was built with other preprocessing ({built['preprocessing']}) than the "
-                "embedder uses now; rebuild the index.")
+                f"The index at {folder} was built with other preprocessing ({', '.join(differ)} differ from this "
+                "version's) than the embedder uses now; rebuild the index.")
         index = VectorIndex.load(folder / artifacts.EMBEDDINGS, folder / artifacts.INDEX)
         metadata = Metadata.load(folder / artifacts.METADATA)
         if not (len(index) == len(metadata) == manifest["count"]):
