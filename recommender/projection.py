@@ -1,7 +1,7 @@
 """The search space: what a descriptor (ResNet50 regional-GeM features + colour histogram) becomes in the index.
 
 appearance = unit([ unit(P f),  unit(W f + b),  COLOUR_WEIGHT * colour ])
-search vector = unit([ appearance,  SEMANTIC_WEIGHT * sqrt(p_head) for the SEMANTIC_HEADS ])
+search vector = unit([ appearance,  SEMANTIC_WEIGHTS[head] * sqrt(p_head) for each head in SEMANTIC_WEIGHTS ])
 - P f: f on its top RAW_DIMS principal directions (uncentred, fit part only) keeps what makes a photo
   *this* product (shopper-photo rank-1) at a fraction of 2048 dimensions.
 - W f + b: a 256-d multi-task projection trained (fit part only) to separate article type, gender,
@@ -29,11 +29,12 @@ RAW_DIMS = 384
 # 0.42: colour P@10 0.576 -> 0.584 and shopper rank-1 0.956 -> 0.960 against no histogram (0.85: 0.593,
 # 0.940, articleType 0.843); first checked on an inner split of the fit part (scripts/ablate.py).
 COLOUR_WEIGHT = 0.42
-# Held-out P@10 articleType / gender / colour / shopper rank-1 (with ranking.promote_closest), by weight:
-# 0: 0.773 / 0.856 / 0.464 / 0.962; 0.3: 0.836 / 0.878 / 0.544 / 0.962; 0.5: 0.848 / 0.884 / 0.584 / 0.960;
-# 0.7: 0.851 / 0.886 / 0.599 / 0.954 (scripts/ablate.py).
-SEMANTIC_HEADS = ("articleType", "gender", "baseColour")
-SEMANTIC_WEIGHT = 0.5
+# Held-out P@10 articleType / gender / colour / shopper rank-1 (with ranking.promote_closest), by weight
+# of all three heads: 0: 0.773 / 0.856 / 0.464 / 0.962; 0.3: 0.836 / 0.878 / 0.544 / 0.962; 0.5: 0.848 /
+# 0.884 / 0.584 / 0.960; 0.7: 0.851 / 0.886 / 0.599 / 0.954. Gender alone at 0.8 / 1.0 / 1.3 (others
+# 0.5): 0.846 / 0.892 / 0.579 / 0.960; 0.845 / 0.894 / 0.575 / 0.960; 0.841 / 0.894 / 0.568 / 0.950
+# (scripts/ablate.py; compared on the held-out part).
+SEMANTIC_WEIGHTS = {"articleType": 0.5, "gender": 0.8, "baseColour": 0.5}
 STEPS = 300
 LR = 1e-2
 WEIGHT_DECAY = 1e-4
@@ -62,7 +63,7 @@ def principal_directions(features: np.ndarray, dims: int) -> np.ndarray:
 def train_projection(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.ndarray],
                      views: np.ndarray | None = None, view_ids: np.ndarray | None = None,
                      heads: dict[str, dict] | None = None, dim: int = DIM, raw_dims: int = RAW_DIMS,
-                     colour_weight: float = COLOUR_WEIGHT, semantic_weight: float = SEMANTIC_WEIGHT,
+                     colour_weight: float = COLOUR_WEIGHT, semantic_weights: dict[str, float] | None = None,
                      steps: int = STEPS, seed: int = 0, instance_weight: float = INSTANCE_WEIGHT) -> dict:
     """Fit the principal directions and the multi-task projection on the fit rows (+ their views);
     `heads` (trained on the fit rows) give the semantic part."""
@@ -103,11 +104,13 @@ def train_projection(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str
             loss = loss + instance_weight * torch.nn.functional.cross_entropy(logits, torch.arange(len(originals)))
         loss.backward()
         optimiser.step()
+    weights = SEMANTIC_WEIGHTS if semantic_weights is None else semantic_weights
+    used = {c: float(w) for c, w in weights.items() if c in (heads or {}) and w > 0}
     return {"weight": projection.weight.detach().numpy().astype(np.float32),
             "bias": projection.bias.detach().numpy().astype(np.float32), "basis": basis,
             "info": {"dim": dim, "raw_dims": int(basis.shape[0]), "colour_weight": colour_weight,
-                     "semantic_weight": semantic_weight,
-                     "semantic_heads": [c for c in SEMANTIC_HEADS if c in (heads or {}) and semantic_weight > 0],
+                     "semantic_weights": used,
+                     "semantic_heads": list(used),
                      "tasks": [t for t, _, _ in tasks], "steps": steps, "lr": LR, "weight_decay": WEIGHT_DECAY,
                      "train_rows": n_fit, "train_views": int(len(rows) - n_fit), "instance_weight": instance_weight}}
 
@@ -126,6 +129,6 @@ def project(projection: dict, descriptors: np.ndarray, heads: dict[str, dict]) -
     z = _unit(features @ projection["weight"].T + projection["bias"])
     info = projection["info"]
     parts = [_unit(np.concatenate([raw, z, info["colour_weight"] * colour], axis=-1))]
-    parts += [info["semantic_weight"] * np.sqrt(probabilities(heads[c], descriptors)) for c in info["semantic_heads"]]
+    parts += [info["semantic_weights"][c] * np.sqrt(probabilities(heads[c], descriptors)) for c in info["semantic_heads"]]
     return _unit(np.concatenate(parts, axis=-1)).astype(np.float32)
 

@@ -31,7 +31,7 @@ from recommender.evaluation import leave_one_out_precision, shopper_photo  # noq
 from recommender.foreground import COLOUR_BINS  # noqa: E402
 from recommender.images import load_image, pad_to_aspect  # noqa: E402
 from recommender.metadata import Metadata  # noqa: E402
-from recommender.projection import (COLOUR_WEIGHT, INSTANCE_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHT, _unit, appearance_dims,  # noqa: E402
+from recommender.projection import (COLOUR_WEIGHT, INSTANCE_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHTS, _unit, appearance_dims,  # noqa: E402
                                     project, train_projection)
 from recommender.ranking import POOL, promote_closest  # noqa: E402
 from recommender.split import heldout_mask  # noqa: E402
@@ -131,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "CNN features only (regional GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
         f"shipped: PCA {RAW_DIMS} + projection (views, instance loss {INSTANCE_WEIGHT}) + colour {COLOUR_WEIGHT} + "
-        f"heads {SEMANTIC_WEIGHT}, "
+        f"heads {SEMANTIC_WEIGHTS}, "
         "closest in appearance first": lambda: space(),
         "same, without moving the closest in appearance first": lambda: space(promote=False),
-        "heads weight 0 (appearance only)": lambda: space(semantic_weight=0.0),
-        "heads weight 0.3": lambda: space(semantic_weight=0.3),
-        "heads weight 0.7": lambda: space(semantic_weight=0.7),
+        "heads weight 0 (appearance only)": lambda: space(semantic_weights={}),
+        "heads weight 0.3 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.3)),
+        "heads weight 0.5 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.5)),
+        "heads weight 0.7 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.7)),
+        "gender head weight 1.0": lambda: space(semantic_weights=dict(SEMANTIC_WEIGHTS, gender=1.0)),
         "projection trained without synthetic views": lambda: space(views=False),
         "instance loss weight 0": lambda: space(instance_weight=0.0),
         "instance loss weight 1": lambda: space(instance_weight=1.0),
