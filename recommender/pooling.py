@@ -51,6 +51,7 @@ def _averaging(height: int, width: int) -> torch.Tensor:
 def regional_gem(maps: torch.Tensor) -> torch.Tensor:
     """(n, c, h, w) -> (n, c) unit vectors: the sum of the unit GeM vectors of every region. All regions
     in one matrix product (8 ms for a batch of 32 on this CPU; slicing region by region took 34)."""
-    means = maps.clamp(min=1e-6).pow(GEM_P).flatten(2) @ _averaging(*maps.shape[2:])  # (n, c, regions)
+    averaging = _averaging(*maps.shape[2:]).to(maps.device, maps.dtype)  # the maps may live on a GPU
+    means = maps.clamp(min=1e-6).pow(GEM_P).flatten(2) @ averaging  # (n, c, regions)
     per_region = torch.nn.functional.normalize(means.pow(1.0 / GEM_P), dim=1)
     return torch.nn.functional.normalize(per_region.sum(2), dim=1)
