@@ -37,6 +37,16 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
+def _bounded(image: Image.Image) -> Image.Image:
+    """At most MAX_SIDE_BEFORE_PAD on its longer side: a 20000x1 strip would otherwise become a huge
+    canvas, and the model only sees 224 px anyway."""
+    if max(image.size) <= MAX_SIDE_BEFORE_PAD:
+        return image
+    image = image.copy()
+    image.thumbnail((MAX_SIDE_BEFORE_PAD, MAX_SIDE_BEFORE_PAD), Image.Resampling.BILINEAR)
+    return image
+
+
 class Embedder:
     """A photo -> its descriptor: ResNet50 features pooled by regional GeM (2048, unit length) followed by the
     product's colour histogram (64, unit length); plus the ImageNet logits."""
@@ -96,13 +106,15 @@ class Embedder:
         }
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
-        """RGB PIL image -> (normalised CHW tensor of the product trimmed, padded on white to the input's aspect and
-        resized; the product's colour histogram)."""
-        if max(image.size) > MAX_SIDE_BEFORE_PAD:
-            # A 20000x1 strip would become a 20000x20000 canvas; the model only sees 224 px anyway.
-            image = image.copy()
-            image.thumbnail((MAX_SIDE_BEFORE_PAD, MAX_SIDE_BEFORE_PAD), Image.Resampling.BILINEAR)
-        return self.transform(pad_to_aspect(trim_background(image), self.aspect)), colour_histogram(image)
+        """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
+        image = _bounded(image)
+        return self.model_input(image), colour_histogram(image)
+
+    def model_input(self, image: Image.Image, trim: bool = True) -> torch.Tensor:
+        """RGB PIL image -> normalised CHW tensor: the product trimmed from its background (unless `trim`
+        is False), padded on white to the input's aspect and resized."""
+        image = _bounded(image)
+        return self.transform(pad_to_aspect(trim_background(image) if trim else image, self.aspect))
 
     def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         """The feature extractor frozen by TorchScript in the run precision. Freezing folds batch norm

@@ -1,10 +1,10 @@
 """The order of a result list: the closest match in appearance first, then the best overall matches.
 
 The search vector's last part is the attribute heads' predicted type, gender and colour: it lifts
-same-type / same-colour results (held-out P@10 articleType 0.794 -> 0.844, colour 0.465 -> 0.589) but
+same-type / same-colour results (held-out P@10 articleType 0.773 -> 0.848, colour 0.464 -> 0.584) but
 a shopper's photo of a catalog product then loses that product whenever a head misreads the photo
-(rank-1 0.818 in plain order). Among the top POOL candidates, the one closest in the appearance part
-alone goes first; the rest keep their order: rank-1 0.914 at the same P@10 (scripts/ablate.py)."""
+(rank-1 0.906 in plain order). Among the top POOL candidates, the one closest in the appearance part
+alone goes first; the rest keep their order: rank-1 0.960 at the same P@10 (scripts/ablate.py)."""
 from __future__ import annotations
 
 import numpy as np

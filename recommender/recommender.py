@@ -56,8 +56,8 @@ class Recommender:
             now = embedder.preprocessing
             differ = sorted(k for k in set(built["preprocessing"]) | set(now) if built["preprocessing"].get(k) != now.get(k))
             raise ArtifactsError(
-                f"The index at {folder} was built with other preprocessing ({', '.join(differ)} differ from this "
-                "version's) than the embedder uses now; rebuild the index.")
+                f"The index at {folder} was built with other preprocessing than this version uses "
+                f"({', '.join(differ)}); rebuild the index.")
         index = VectorIndex.load(folder / artifacts.EMBEDDINGS, folder / artifacts.INDEX)
         metadata = Metadata.load(folder / artifacts.METADATA)
         if not (len(index) == len(metadata) == manifest["count"]):

@@ -29,7 +29,7 @@ from recommender.embedder import INPUT_SIZE, Embedder  # noqa: E402
 from recommender.pooling import gem_pool, regional_gem  # noqa: E402
 from recommender.evaluation import leave_one_out_precision, shopper_photo  # noqa: E402
 from recommender.foreground import COLOUR_BINS  # noqa: E402
-from recommender.images import load_image, pad_to_aspect  # noqa: E402
+from recommender.images import load_image  # noqa: E402
 from recommender.metadata import Metadata  # noqa: E402
 from recommender.projection import (COLOUR_WEIGHT, INSTANCE_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHTS, _unit, appearance_dims,  # noqa: E402
                                     project, train_projection)
@@ -56,8 +56,7 @@ def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dic
     out = {"avg": [], "gem": [], "regional gem": []}
     for start in tqdm(range(0, len(images), 32), desc=desc, unit="batch"):
         chunk = images[start:start + 32]
-        batch = torch.stack([embedder.preprocess(i)[0] if trim else embedder.transform(pad_to_aspect(i, embedder.aspect))
-                             for i in chunk])
+        batch = torch.stack([embedder.model_input(i, trim) for i in chunk])
         maps = embedder.feature_maps(batch)
         out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
         out["gem"].append(torch.nn.functional.normalize(gem_pool(maps), dim=1).numpy())

@@ -27,7 +27,6 @@ def test_regional_gem_is_unit_length_and_equals_gem_on_a_uniform_map():
     torch.testing.assert_close(regional_gem(uniform), torch.nn.functional.normalize(gem_pool(uniform), dim=1))
 
 
-
 def test_regional_gem_is_the_sum_of_the_regions_unit_gem_vectors():
     maps = torch.rand(2, 8, 7, 6)
     expected = sum(torch.nn.functional.normalize(gem_pool(maps[:, :, t:b, l:r]), dim=1) for t, b, l, r in regions(7, 6))

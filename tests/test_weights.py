@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from recommender.errors import WeightsError
-from recommender.images import load_image, pad_to_aspect
+from recommender.images import load_image
 from recommender.pooling import regional_gem
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
 from tests.conftest import CACHE, SAMPLE
@@ -77,7 +77,7 @@ def _photos(article_type: str, n: int) -> list:
 
 def test_real_photos_land_in_sensible_imagenet_classes(real_embedder):
     def top1(images):  # ImageNet-style input (padded, not trimmed to the product): this checks the weights
-        _, logits = real_embedder.forward(torch.stack([real_embedder.transform(pad_to_aspect(i, real_embedder.aspect)) for i in images]))
+        _, logits = real_embedder.forward(torch.stack([real_embedder.model_input(i, trim=False) for i in images]))
         return [real_embedder.labels[int(row.argmax())] for row in logits]
 
     assert top1(_photos("Sunglasses", 6)) == ["sunglass"] * 6
