@@ -53,10 +53,17 @@ def thumbnails_digest(folder: Path) -> tuple[int, str]:
 
 
 def library_versions() -> dict[str, str]:
-    import hnswlib  # noqa: F401  (imported for its presence)
-    from importlib.metadata import version
+    """For the manifest. A library without package metadata (hnswlib built from source, datasets left
+    out of an image that only reads folders) is recorded as such rather than failing the build."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {name: version(name) for name in ("torch", "timm", "hnswlib", "numpy", "pillow", "datasets")} | {
+    def known(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {name: known(name) for name in ("torch", "timm", "hnswlib", "numpy", "pillow", "datasets")} | {
         "python": sys.version.split()[0]}
 
 

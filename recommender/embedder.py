@@ -47,6 +47,25 @@ def _bounded(image: Image.Image) -> Image.Image:
     return image
 
 
+class Preprocessor:
+    """A photo -> (model input, colour histogram). Holds no model, so it pickles cheaply into the decode
+    processes of a GPU build."""
+
+    def __init__(self, transform, aspect: float) -> None:
+        self.transform, self.aspect = transform, aspect
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+        """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
+        image = _bounded(image)
+        return self.model_input(image), colour_histogram(image)
+
+    def model_input(self, image: Image.Image, trim: bool = True) -> torch.Tensor:
+        """RGB PIL image -> normalised CHW tensor: the product trimmed from its background (unless `trim`
+        is False), padded on white to the input's aspect and resized."""
+        image = _bounded(image)
+        return self.transform(pad_to_aspect(trim_background(image) if trim else image, self.aspect))
+
+
 class Embedder:
     """A photo -> its descriptor: ResNet50 features pooled by regional GeM (2048, unit length) followed by the
     product's colour histogram (64, unit length); plus the ImageNet logits."""
@@ -59,6 +78,10 @@ class Embedder:
         self.weights_sha256 = state_dict_sha256(model)
         self.labels: list[str] = self.weights_info["layout"].get("labels", [])
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        # cudnn.benchmark stays off: precompute's batches vary in size (the views ride along), and with it
+        # on, an H100's model stage ran 170-1,000 img/s inside builds against 7,755 on one fixed shape,
+        # faster in each later run of the same process: cuDNN timing its kernels for every new size.
+        # (The H100 time ran out before a rerun with it off.)
         if precision == "auto":
             precision = "bf16" if bf16_supported(self.device) else "fp32"
         self.precision = precision
@@ -66,8 +89,7 @@ class Embedder:
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image already has the input's aspect after padding, so nothing may be cropped away.
         config.update(input_size=(3, *input_size), crop_pct=1.0)
-        self.aspect = input_size[1] / input_size[0]
-        self.transform = timm.data.create_transform(**config)
+        self.preprocessor = Preprocessor(timm.data.create_transform(**config), input_size[1] / input_size[0])
         self.preprocessing = {
             "trim_background": f"border colour +-{TOLERANCE}",
             "pad": "white, to the input's aspect",
@@ -106,15 +128,10 @@ class Embedder:
         }
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
-        """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
-        image = _bounded(image)
-        return self.model_input(image), colour_histogram(image)
+        return self.preprocessor(image)
 
     def model_input(self, image: Image.Image, trim: bool = True) -> torch.Tensor:
-        """RGB PIL image -> normalised CHW tensor: the product trimmed from its background (unless `trim`
-        is False), padded on white to the input's aspect and resized."""
-        image = _bounded(image)
-        return self.transform(pad_to_aspect(trim_background(image) if trim else image, self.aspect))
+        return self.preprocessor.model_input(image, trim)
 
     def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         """The feature extractor frozen by TorchScript in the run precision. Freezing folds batch norm

@@ -1,4 +1,4 @@
-"""Precompute: catalog source -> decode (threads) -> embed (batches) -> shard writer -> index build.
+"""Precompute: catalog source -> decode (processes) -> embed (batches) -> shard writer -> index build.
 
 Embeddings are flushed in shards of `shard_size` stream positions into `<out>.partial/`; a rerun after
 an interruption continues after the last complete shard, and the finished directory is renamed to
@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import math
+import multiprocessing
 import os
 import shutil
+import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +29,7 @@ from tqdm import tqdm
 from . import artifacts
 from .augment import gets_view, shopper_view
 from .catalog import ATTRIBUTE_COLUMNS, CatalogItem, CatalogSource
-from .embedder import Embedder
+from .embedder import Embedder, Preprocessor
 from .errors import ImageError, UserError
 from .heads import train_heads
 from .images import load_image
@@ -35,10 +40,13 @@ from .projection import project, train_projection
 SHARD_SIZE = 1024
 # bf16 ResNet50 on this 2-core CPU: batch 32 ran 56 img/s model-only vs 47 at batch 64.
 BATCH_SIZE = 32
+# H100: the model alone ran 7,755 img/s at batch 128 and 8,230 at 256 (scripts/throughput.py); 128
+# keeps a Space's smaller GPUs safe and is already 6x faster than the decode processes feed it.
+GPU_BATCH_SIZE = 128
 THUMB_MAX_SIDE = 256  # the catalog's own 60x80 JPEGs are kept byte for byte; larger ones are shrunk
 
 
-Input = tuple[torch.Tensor, np.ndarray]  # what Embedder.preprocess returns: model tensor, colour histogram
+Input = tuple[torch.Tensor, np.ndarray]  # what a Preprocessor returns: model tensor, colour histogram
 
 
 @dataclass
@@ -51,8 +59,8 @@ class Prepared:
     error: str | None
 
 
-def _prepare(item: CatalogItem, embedder: Embedder) -> Prepared:
-    """Decode, preprocess and make the thumbnail of one item (runs in a worker thread)."""
+def _prepare(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
+    """Decode, preprocess and make the thumbnail of one item."""
     if item.data is None:
         return Prepared(item, None, None, None, "", "row without an image")
     try:
@@ -67,27 +75,86 @@ def _prepare(item: CatalogItem, embedder: Embedder) -> Prepared:
         buffer = io.BytesIO()
         small.save(buffer, "JPEG", quality=90)
         thumbnail = buffer.getvalue()
-    view = embedder.preprocess(shopper_view(image, seed=int(item.id))) if gets_view(item.id, item.position) else None
-    return Prepared(item, embedder.preprocess(image), view, thumbnail, hashlib.sha256(item.data).hexdigest(), None)
+    view = preprocess(shopper_view(image, seed=int(item.id))) if gets_view(item.id, item.position) else None
+    return Prepared(item, preprocess(image), view, thumbnail, hashlib.sha256(item.data).hexdigest(), None)
 
 
-def _prepared_batches(items: Iterable[CatalogItem], embedder: Embedder, batch_size: int,
-                      pool: ThreadPoolExecutor) -> Iterator[list[Prepared]]:
-    """Batches decoded by the pool one batch ahead, so decoding overlaps the model."""
-    pending = None
-    batch: list[CatalogItem] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == batch_size:
-            submitted = [pool.submit(_prepare, it, embedder) for it in batch]
-            if pending is not None:
-                yield [f.result() for f in pending]
-            pending, batch = submitted, []
-    tail = [pool.submit(_prepare, it, embedder) for it in batch]
-    if pending is not None:
-        yield [f.result() for f in pending]
-    if tail:
-        yield [f.result() for f in tail]
+# --- decode processes. On a 16-core H100 host (scripts/throughput.py, 2,200 fashion-dev items) decode
+# threads stopped at ~330 items/s whatever their number (the GIL; one thread: 153) while the model ran
+# 7,755 img/s; processes scale: 1 / 8 / 15 of them prepared 155 / 990 / 1,353 items/s.
+
+_WORKER: dict = {}  # in a decode process: its Preprocessor and the dtype model inputs travel back in
+CHUNK = 8  # items per task: fewer round trips, still small enough to spread a batch over many processes
+
+
+def _die_with_parent() -> None:
+    """A forked worker holds both ends of its task pipe, so it would wait forever for work from a
+    parent that was killed (SIGKILL, OOM): have Linux kill it with its parent."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such call; the orphan then lingers until its pipe errors
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _start_worker(preprocess: Preprocessor, transport: str) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: one message, no traces
+    torch.set_num_threads(1)  # one core per process
+    _WORKER.update(preprocess=preprocess, transport=np.dtype(transport))
+
+
+def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
+    """In a decode process: prepare items, their model inputs as numpy arrays for the trip back."""
+    dtype = _WORKER["transport"]
+    out = []
+    for prepared in (_prepare(item, _WORKER["preprocess"]) for item in items):
+        for field in ("input", "view"):
+            value = getattr(prepared, field)
+            if value is not None:
+                setattr(prepared, field, (value[0].numpy().astype(dtype), value[1]))
+        out.append(prepared)
+    return out
+
+
+def _arrived(prepared: Prepared) -> Prepared:
+    for field in ("input", "view"):
+        value = getattr(prepared, field)
+        if value is not None:
+            setattr(prepared, field, (torch.from_numpy(value[0]), value[1]))
+    return prepared
+
+
+def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
+    """`workers` decode processes, forked (as torch's DataLoader does): spawn and forkserver would re-run
+    the main module in every worker (app.py imports Gradio; a script fed on stdin cannot be re-run at
+    all) and take seconds to start. The workers touch neither the GPU nor torch's thread pool. Inputs
+    travel back as float16 when the model runs in bf16 (half the bytes; bf16 keeps fewer bits anyway)."""
+    transport = "float16" if embedder.precision == "bf16" else "float32"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
+                               initargs=(embedder.preprocessor, transport))
+
+
+def _prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor,
+                      workers: int) -> Iterator[list[Prepared]]:
+    """Batches in stream order, prepared by the pool while the model works on earlier ones; enough
+    chunks in flight to keep every decode process busy."""
+    ahead = max(1, math.ceil(2 * workers * CHUNK / batch_size))
+    in_flight: deque[list[Future]] = deque()
+
+    def collect(futures: list[Future]) -> list[Prepared]:
+        return [_arrived(p) for future in futures for p in future.result()]
+
+    items = iter(items)
+    while batch := list(itertools.islice(items, batch_size)):
+        in_flight.append([pool.submit(_prepare_chunk, batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)])
+        if len(in_flight) > ahead:
+            yield collect(in_flight.popleft())
+    while in_flight:
+        yield collect(in_flight.popleft())
 
 
 class ShardWriter:
@@ -155,10 +222,27 @@ def read_shards(folders: Iterable[Path]) -> Shards:
                   np.asarray(view_ids, np.int64))
 
 
-def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_size: int = BATCH_SIZE,
+def default_batch_size(embedder: Embedder) -> int:
+    return GPU_BATCH_SIZE if embedder.device.type == "cuda" else BATCH_SIZE
+
+
+def default_workers(embedder: Embedder) -> int:
+    """Decode processes. On the CPU one is enough (decode, trim, colour and preprocessing take ~1.3 ms
+    for a 60x80 photo, a synthetic view ~4 ms more; the model ~12 ms an image) and leaves the cores to
+    the model; a GPU outruns one decode process 50 times over, so there every core but the main
+    process's decodes."""
+    if embedder.device.type != "cuda":
+        return 1
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_size: int | None = None,
                   shard_size: int = SHARD_SIZE, num_shards: int = 1, shard_index: int = 0,
-                  progress: bool = True) -> dict:
-    """Fill `work/shards` and `work/thumbnails`, resuming after the last complete shard. Returns timings."""
+                  progress: bool = True, workers: int | None = None) -> dict:
+    """Fill `work/shards` and `work/thumbnails`, resuming after the last complete shard. Returns timings.
+    `batch_size` and `workers` (decode threads) default to the embedder's device's measured best."""
+    batch_size = batch_size or default_batch_size(embedder)
+    workers = workers or default_workers(embedder)
     shards, thumbs = work / "shards", work / artifacts.THUMBNAILS
     shards.mkdir(parents=True, exist_ok=True)
     thumbs.mkdir(exist_ok=True)
@@ -180,10 +264,9 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
     started = time.perf_counter()
     bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
     last_position = start - 1
-    # One decode thread is enough (decode, trim, colour and preprocessing take ~1.3 ms for a 60x80
-    # photo, a synthetic view ~4 ms more; the model ~12 ms an image) and leaves the cores to the model.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for batch in _prepared_batches(mine(), embedder, batch_size, pool):
+    pool = decode_pool(embedder, workers)
+    try:
+        for batch in _prepared_batches(mine(), batch_size, pool, workers):
             good = [p for p in batch if p.input is not None]
             viewed = [p for p in good if p.view is not None]
             t0 = time.perf_counter()
@@ -211,10 +294,13 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
                 last_position = prepared.item.position
             timings["images"] += len(good)
             timings["views"] += len(viewed)
+    finally:
+        pool.shutdown(cancel_futures=True)
     if writer is not None:
         writer.commit()
     bar.close()
     timings["wall_s"] = time.perf_counter() - started
+    timings.update(batch_size=batch_size, workers=workers)
     return timings
 
 
@@ -228,7 +314,9 @@ def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict
     ids = np.array([r["id"] for r in rows])
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
     np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
+    t0 = time.perf_counter()
     heads = train_heads(vectors, ids, metadata.columns)  # first: the search space includes their predictions
+    heads_s = time.perf_counter() - t0
     artifacts.save_heads(folder / artifacts.HEADS, heads)
     t0 = time.perf_counter()
     projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads)
@@ -250,7 +338,7 @@ def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict
         "count": len(rows),
         "source": source_info,
         "build": dict(params, hnsw={"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef": HNSW_EF},
-                      index_build_s=round(build_s, 2)),
+                      heads_train_s=round(heads_s, 1), index_build_s=round(build_s, 2)),
         "heads": {c: {"classes": h["classes"], "heldout_accuracy": h["heldout_accuracy"],
                       "train_rows": h["train_rows"], "heldout_rows": h["heldout_rows"]} for c, h in heads.items()},
         "skipped": {"counts": {k: len(v) for k, v in skipped_source.items()}, "items": skipped_source},
@@ -282,24 +370,26 @@ def _open_work(work: Path, key: dict) -> None:
         artifacts.write_atomic(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=1)))
 
 
-def precompute(source: CatalogSource, out: Path, embedder: Embedder, batch_size: int = BATCH_SIZE,
+def precompute(source: CatalogSource, out: Path, embedder: Embedder, batch_size: int | None = None,
                num_shards: int = 1, shard_index: int = 0, shard_size: int = SHARD_SIZE,
-               progress: bool = True) -> dict:
+               progress: bool = True, workers: int | None = None) -> dict:
     """Build a complete artifacts directory at `out` (or, with num_shards > 1, one slice for --merge)."""
     if not 0 <= shard_index < num_shards:
         raise UserError(f"--shard-index must be between 0 and {num_shards - 1}.")
     out = Path(out)
+    batch_size = batch_size or default_batch_size(embedder)
     work = out.with_name(out.name + ".partial")
     key = _work_key(source, embedder, num_shards=num_shards, shard_index=shard_index, shard_size=shard_size, batch_size=batch_size)
     _open_work(work, key)
-    timings = embed_catalog(source, work, embedder, batch_size, shard_size, num_shards, shard_index, progress)
+    timings = embed_catalog(source, work, embedder, batch_size, shard_size, num_shards, shard_index, progress, workers)
     skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
     if num_shards > 1:
         artifacts.write_atomic(work / "slice.json", lambda tmp: tmp.write_text(json.dumps(
             dict(key, embedder=embedder.describe(), skipped=skipped_source), indent=1)))
         artifacts.publish(work, out)
         return {"slice": str(out), **timings}
-    params = {"batch_size": batch_size, "shard_size": shard_size, "embed_wall_s": round(timings["wall_s"], 1),
+    params = {"batch_size": batch_size, "decode_workers": timings["workers"], "device": embedder.device.type,
+              "shard_size": shard_size, "embed_wall_s": round(timings["wall_s"], 1),
               "model_s": round(timings["model_s"], 1),  # the rest of the wall time is reading/decoding/writing
               "throughput_img_s": round(timings["images"] / max(timings["wall_s"], 1e-9), 1),
               "synthetic_views": timings["views"],

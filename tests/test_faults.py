@@ -60,3 +60,26 @@ def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(catalog
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(reference / "embeddings.npy"), atol=1e-4)
     assert sorted(os.listdir(out / "thumbnails")) == sorted(os.listdir(reference / "thumbnails"))
     assert not out.with_name("index.partial").exists()
+
+
+def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path, random_weights):
+    """SIGKILL (or the OOM killer) reaches only the main process; its decode processes must not linger."""
+    out = tmp_path / "index"
+    process = subprocess.Popen(command(catalog_dir, out, random_weights), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 120
+    while shards(partial) < 1 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "precompute ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)  # anyone left in its process group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("a decode process outlived the killed precompute")

@@ -1,0 +1,107 @@
+"""Where the embed stage's time goes: decoding alone, the model alone, and the real pipeline, side by side.
+
+    python scripts/throughput.py --data DIR [--images N] [--workers 1 4 16] [--batch-sizes 32 128]
+                                 [--device cuda] [--weights PATH] [--repeats 3] [--out FILE.json]
+
+"prepare" is everything precompute does to an item before the model (decode, trim, colour histogram,
+thumbnail, checksum, the synthetic view of one fit item in three, resize, normalise) in N decode
+processes, the inputs' trip back included; "model" is the forward pass with pooling and the copy back, on inputs
+already prepared; "pipeline" is `embed_catalog`, both overlapped, writing shards. Whichever of the
+first two is slower bounds the third. Medians over repeats, items per second (catalog items; the
+pipeline also reports forward passes/s, which count the views)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from recommender.catalog import CatalogItem, CatalogSource
+from recommender.embedder import Embedder
+from recommender.pipeline import _prepare, _prepared_batches, decode_pool, embed_catalog
+
+
+def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, batch_size: int) -> float:
+    """Items/s of the decode processes alone (pool start included, as in a build)."""
+    t0 = time.perf_counter()
+    pool = decode_pool(embedder, workers)
+    try:
+        for _ in _prepared_batches(items, batch_size, pool, workers):
+            pass
+    finally:
+        pool.shutdown()
+    return len(items) / (time.perf_counter() - t0)
+
+
+def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, seconds: float = 2.0) -> float:
+    batch = torch.stack([_prepare(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
+    embedder.forward(batch)  # traces the backbone / picks the kernels for this shape
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        embedder.forward(batch)  # ends with a copy to host memory, so the GPU work is finished too
+        done += batch_size
+    return done / (time.perf_counter() - t0)
+
+
+def pipeline_rate(data: Path, images: int, embedder: Embedder, batch_size: int, workers: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, batch_size,
+                                progress=False, workers=workers)
+    wall = timings["wall_s"]
+    return {"items_s": timings["images"] / wall, "forward_s": (timings["images"] + timings["views"]) / wall,
+            "model_share": timings["model_s"] / wall}
+
+
+def median_of(runs: list, key: str | None = None) -> float:
+    return round(statistics.median(r[key] if key else r for r in runs), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path, help="Kaggle-style catalog folder (styles.csv + images/)")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    parser.add_argument("--device", help="cpu or cuda; default cuda when there is one")
+    parser.add_argument("--weights")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    embedder = Embedder(args.weights, device=args.device)
+    items = [i for i in CatalogSource(str(args.data), args.images) if i.data]
+    report = {"device": torch.cuda.get_device_name() if embedder.device.type == "cuda" else platform.processor() or "cpu",
+              "cpu_cores": os.cpu_count(), "precision": embedder.precision, "items": len(items),
+              "torch": torch.__version__, "prepare": {}, "model": {}, "pipeline": {}}
+    for workers in args.workers:
+        runs = [prepare_rate(items, embedder, workers, max(args.batch_sizes)) for _ in range(args.repeats)]
+        report["prepare"][workers] = median_of(runs)
+        print(f"prepare            workers={workers:<3d} {report['prepare'][workers]:8.1f} items/s", flush=True)
+    for batch_size in args.batch_sizes:
+        report["model"][batch_size] = median_of([model_rate(items, embedder, batch_size) for _ in range(args.repeats)])
+        print(f"model              batch={batch_size:<5d} {report['model'][batch_size]:8.1f} img/s", flush=True)
+    for workers, batch_size in itertools.product(args.workers, args.batch_sizes):
+        runs = [pipeline_rate(args.data, args.images, embedder, batch_size, workers) for _ in range(args.repeats)]
+        result = {k: median_of(runs, k) if k != "model_share" else round(statistics.median(r[k] for r in runs), 2)
+                  for k in runs[0]}
+        report["pipeline"][f"workers={workers} batch={batch_size}"] = result
+        print(f"pipeline           workers={workers:<3d} batch={batch_size:<5d} {result['items_s']:8.1f} items/s "
+              f"{result['forward_s']:8.1f} passes/s  model busy {result['model_share']:.0%}", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
