@@ -26,9 +26,9 @@ test: install-dev weights browser
 	$(PYTHON) -m pytest -q
 
 # CI quality floor: the first 2,000 rows of the real dev slice with the real weights; held-out queries
-# measured P@10 articleType 0.8411 and shopper-photo rank-1 0.960 (regional GeM, 224x168, instance
-# loss, gender weight 0.8; 2026-11-27; session 2: 0.8471 / 0.925); floors = those minus 2 points.
+# measured P@10 articleType 0.8428 and shopper-photo rank-1 0.965 (shared-hidden-layer heads, head
+# weights 0.7 / 0.8 / 0.5; 2026-11-27; session 3: 0.8411 / 0.960); floors = those minus 2 points.
 quality-gate: install weights
 	$(PYTHON) scripts/precompute.py --source ../shared/data/fashion-dev --limit 2000 --out /tmp/quality-gate-index --quiet
-	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.821 \
-		--data ../shared/data/fashion-dev --min-rank1 0.940
+	$(PYTHON) scripts/quality_gate.py --index /tmp/quality-gate-index --min 0.823 \
+		--data ../shared/data/fashion-dev --min-rank1 0.945

@@ -68,16 +68,20 @@ def library_versions() -> dict[str, str]:
 
 
 def save_heads(path: Path, heads: dict[str, dict]) -> None:
-    arrays = {}
-    for column, head in heads.items():
-        arrays[f"{column}.weight"] = head["weight"]
-        arrays[f"{column}.bias"] = head["bias"]
+    """Each head's output layer, and the hidden layer they share once."""
+    arrays = {f"{column}.{name}": head[name] for column, head in heads.items() for name in ("weight", "bias")}
+    for head in heads.values():
+        if "hidden_weight" in head:
+            arrays.update(hidden_weight=head["hidden_weight"], hidden_bias=head["hidden_bias"])
     np.savez(path, **arrays)
 
 
 def load_heads(path: Path, described: dict[str, dict]) -> dict[str, dict]:
+    """The heads in `described` (the manifest's entries) with their arrays; indexes from before the
+    hidden layer have softmax regressions only."""
     with np.load(path) as arrays:
-        return {column: dict(info, weight=arrays[f"{column}.weight"], bias=arrays[f"{column}.bias"])
+        shared = {name: arrays[name] for name in ("hidden_weight", "hidden_bias") if name in arrays}
+        return {column: dict(info, weight=arrays[f"{column}.weight"], bias=arrays[f"{column}.bias"], **shared)
                 for column, info in described.items()}
 
 

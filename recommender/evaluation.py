@@ -12,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .augment import rephotograph
+from .heads import logits
 from .images import load_image
 from .metadata import Metadata
 from .ranking import POOL, promote_closest
@@ -116,7 +117,7 @@ def classification_report(heads: dict[str, dict], embeddings: np.ndarray, metada
         lookup = {c: i for i, c in enumerate(head["classes"])}
         truth = np.array([lookup.get(str(v), -1) for v in metadata.columns[column][rows]])
         known = truth >= 0
-        predicted = np.argmax(x[known] @ head["weight"].T + head["bias"], axis=1)
+        predicted = np.argmax(logits(head, x[known]), axis=1)
         f1s = []
         for c in range(len(head["classes"])):
             tp = np.sum((predicted == c) & (truth[known] == c))

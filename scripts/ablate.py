@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "heads weight 0.5 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.5)),
         "heads weight 0.7 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.7)),
         "gender head weight 1.0": lambda: space(semantic_weights=dict(SEMANTIC_WEIGHTS, gender=1.0)),
+        "articleType head weight 0.5": lambda: space(semantic_weights=dict(SEMANTIC_WEIGHTS, articleType=0.5)),
         "projection trained without synthetic views": lambda: space(views=False),
         "instance loss weight 0": lambda: space(instance_weight=0.0),
         "instance loss weight 1": lambda: space(instance_weight=1.0),

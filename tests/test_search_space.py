@@ -3,28 +3,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from recommender.artifacts import load_heads, save_heads
 from recommender.foreground import COLOUR_BINS
-from recommender.heads import train_head
+from recommender.heads import HEAD_COLUMNS, HeadSettings, logits, train_heads
 from recommender.projection import _unit, train_projection
 from recommender.split import heldout_mask
 
 
-def test_a_standardised_head_folds_its_scaling_into_weights_for_raw_descriptors():
+def test_heads_fold_their_standardisation_in_and_survive_the_artifacts_round_trip(tmp_path):
+    """The signal sits in a tiny-scale dimension next to large noise: only standardised training finds it,
+    and the folded heads must find it on raw descriptors, as callers pass them."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 600)
-    x = rng.normal(size=(600, 16)).astype(np.float32)
-    x[:, 0] = labels * 1e-3 + rng.normal(scale=1e-4, size=600)  # the signal sits in a tiny-scale dimension
-    x[:, 1:] *= 50.0  # next to large noise
-    fit = np.arange(600) % 5 != 0
-    head = train_head(x, labels.astype(str), fit, standardise=True)
-    predicted = np.argmax(x[~fit] @ head["weight"].T + head["bias"], axis=1)  # raw descriptors, as callers pass them
-    assert (np.array(head["classes"])[predicted] == labels[~fit].astype(str)).mean() > 0.95
-    assert head["heldout_accuracy"] > 0.95
+    n = 600
+    kinds, sexes = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 16)).astype(np.float32) * 50.0
+    x[:, 0] = kinds * 1e-3 + rng.normal(scale=1e-4, size=n)
+    x[:, 1] = sexes * 1e-3 + rng.normal(scale=1e-4, size=n)
+    columns = {c: np.full(n, "") for c in HEAD_COLUMNS} | {"articleType": kinds.astype(str), "gender": np.array(["Men", "Women"])[sexes]}
+    fit = np.arange(n) % 5 != 0
+    heads = train_heads(x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, dropout=0.0), fit=fit, heldout=~fit)
+    assert set(heads) == {"articleType", "gender"}  # columns without two classes get no head
+    for column, truth in (("articleType", kinds.astype(str)), ("gender", np.array(["Men", "Women"])[sexes])):
+        predicted = np.array(heads[column]["classes"])[np.argmax(logits(heads[column], x[~fit]), axis=1)]
+        assert (predicted == truth[~fit]).mean() > 0.95 and heads[column]["heldout_accuracy"] > 0.95
+    save_heads(tmp_path / "heads.npz", heads)
+    described = {c: {k: v for k, v in h.items() if not isinstance(v, np.ndarray)} for c, h in heads.items()}
+    again = load_heads(tmp_path / "heads.npz", described)
+    for column in heads:
+        np.testing.assert_array_equal(logits(again[column], x), logits(heads[column], x))
 
 
 def _views_nearest_their_own_photo(projection: dict, descriptors: np.ndarray, views: np.ndarray, rows: np.ndarray) -> float:
     d = descriptors.shape[1] - COLOUR_BINS
-    z = lambda f: _unit(_unit(f[:, :d]) @ projection["weight"].T + projection["bias"])  # noqa: E731
+    z = lambda f: _unit(_unit(f[:, :d]) @ projection["weight"].T + projection["bias"])
     catalog, shots = z(descriptors), z(views)
     return float((np.argmax(shots @ catalog.T, axis=1) == rows).mean())
 
