@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .embedder import bf16_supported
 from .split import heldout_mask, training_sample
 
 HEAD_COLUMNS = ("articleType", "gender", "masterCategory", "subCategory", "baseColour", "usage")
@@ -48,8 +49,6 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
     at most MAX_TRAIN_ROWS of it) and scored on the `heldout` rows (default: the held-out part). The
     hidden layer folds the standardisation in, so callers apply the heads to raw descriptors. Cost is
     steps x batch, whatever the catalog's size."""
-    from .embedder import bf16_supported
-
     heldout = heldout_mask(ids) if heldout is None else heldout
     fit = training_sample(ids, ~heldout) if fit is None else fit
     targets = {}
