@@ -87,21 +87,21 @@ _WORKER: dict = {}  # in a decode process: its Preprocessor and the dtype model 
 CHUNK = 8  # items per task: fewer round trips, still small enough to spread a batch over many processes
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """A forked worker holds both ends of its task pipe, so it would wait forever for work from a
-    parent that was killed (SIGKILL, OOM): have Linux kill it with its parent."""
+    parent that was killed (SIGKILL, OOM): have Linux kill it with its parent (pid `parent`)."""
     try:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: no such call; the orphan then lingers until its pipe errors
         pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect (re-parented)
         os._exit(1)
 
 
-def _start_worker(preprocess: Preprocessor, transport: str) -> None:
-    _die_with_parent()
+def _start_worker(parent: int, preprocess: Preprocessor, transport: str) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: one message, no traces
     torch.set_num_threads(1)  # one core per process
     _WORKER.update(preprocess=preprocess, transport=np.dtype(transport))
@@ -135,7 +135,7 @@ def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
     travel back as float16 when the model runs in bf16 (half the bytes; bf16 keeps fewer bits anyway)."""
     transport = "float16" if embedder.precision == "bf16" else "float32"
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
-                               initargs=(embedder.preprocessor, transport))
+                               initargs=(os.getpid(), embedder.preprocessor, transport))
 
 
 def _prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor,
@@ -240,7 +240,7 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
                   shard_size: int = SHARD_SIZE, num_shards: int = 1, shard_index: int = 0,
                   progress: bool = True, workers: int | None = None) -> dict:
     """Fill `work/shards` and `work/thumbnails`, resuming after the last complete shard. Returns timings.
-    `batch_size` and `workers` (decode threads) default to the embedder's device's measured best."""
+    `batch_size` and `workers` (decode processes) default to the embedder's device's measured best."""
     batch_size = batch_size or default_batch_size(embedder)
     workers = workers or default_workers(embedder)
     shards, thumbs = work / "shards", work / artifacts.THUMBNAILS
