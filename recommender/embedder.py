@@ -5,7 +5,7 @@ import copy
 import os
 import threading
 import warnings
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import timm
@@ -51,7 +51,7 @@ class Preprocessor:
     """A photo -> (model input, colour histogram). Holds no model, so it pickles cheaply into the decode
     processes of a GPU build."""
 
-    def __init__(self, transform, aspect: float) -> None:
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], aspect: float) -> None:
         self.transform, self.aspect = transform, aspect
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
