@@ -59,7 +59,7 @@ class Prepared:
     error: str | None
 
 
-def _prepare(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
+def prepare_item(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
     """Decode, preprocess and make the thumbnail of one item."""
     if item.data is None:
         return Prepared(item, None, None, None, "", "row without an image")
@@ -111,7 +111,7 @@ def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
     """In a decode process: prepare items, their model inputs as numpy arrays for the trip back."""
     dtype = _WORKER["transport"]
     out = []
-    for prepared in (_prepare(item, _WORKER["preprocess"]) for item in items):
+    for prepared in (prepare_item(item, _WORKER["preprocess"]) for item in items):
         for field in ("input", "view"):
             value = getattr(prepared, field)
             if value is not None:
@@ -138,7 +138,7 @@ def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(), embedder.preprocessor, transport))
 
 
-def _prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor,
+def prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor,
                       workers: int) -> Iterator[list[Prepared]]:
     """Batches in stream order, prepared by the pool while the model works on earlier ones; enough
     chunks in flight to keep every decode process busy."""
@@ -266,7 +266,7 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
     last_position = start - 1
     pool = decode_pool(embedder, workers)
     try:
-        for batch in _prepared_batches(mine(), batch_size, pool, workers):
+        for batch in prepared_batches(mine(), batch_size, pool, workers):
             good = [p for p in batch if p.input is not None]
             viewed = [p for p in good if p.view is not None]
             t0 = time.perf_counter()

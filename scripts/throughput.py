@@ -28,7 +28,7 @@ import torch
 
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.embedder import Embedder
-from recommender.pipeline import _prepare, _prepared_batches, decode_pool, embed_catalog
+from recommender.pipeline import decode_pool, embed_catalog, prepare_item, prepared_batches
 
 
 def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, batch_size: int) -> float:
@@ -36,7 +36,7 @@ def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, bat
     t0 = time.perf_counter()
     pool = decode_pool(embedder, workers)
     try:
-        for _ in _prepared_batches(items, batch_size, pool, workers):
+        for _ in prepared_batches(items, batch_size, pool, workers):
             pass
     finally:
         pool.shutdown()
@@ -44,7 +44,7 @@ def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, bat
 
 
 def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, seconds: float = 2.0) -> float:
-    batch = torch.stack([_prepare(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
+    batch = torch.stack([prepare_item(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
     embedder.forward(batch)  # traces the backbone / picks the kernels for this shape
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
