@@ -28,7 +28,12 @@ import torch
 
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.embedder import Embedder
-from recommender.pipeline import decode_pool, embed_catalog, prepare_item, prepared_batches
+from recommender.pipeline import (
+    decode_pool,
+    embed_catalog,
+    prepare_item,
+    prepared_batches,
+)
 
 
 def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, batch_size: int) -> float:
