@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .augment import rephotograph
-from .heads import logits
+from .heads import scores
 from .images import load_image
 from .metadata import Metadata
 from .ranking import POOL, promote_closest
@@ -113,11 +113,12 @@ def shopper_photo_robustness(rec: "Recommender", data: Path, rows: np.ndarray, n
 def classification_report(heads: dict[str, dict], embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:
     report = {}
     x = np.asarray(embeddings[rows], np.float32)
+    logits = scores(heads, x)
     for column, head in heads.items():
         lookup = {c: i for i, c in enumerate(head["classes"])}
         truth = np.array([lookup.get(str(v), -1) for v in metadata.columns[column][rows]])
         known = truth >= 0
-        predicted = np.argmax(logits(head, x[known]), axis=1)
+        predicted = np.argmax(logits[column][known], axis=1)
         f1s = []
         for c in range(len(head["classes"])):
             tp = np.sum((predicted == c) & (truth[known] == c))

@@ -107,25 +107,19 @@ def _start_worker(parent: int, preprocess: Preprocessor, transport: str) -> None
     _WORKER.update(preprocess=preprocess, transport=np.dtype(transport))
 
 
-def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
-    """In a decode process: prepare items, their model inputs as numpy arrays for the trip back."""
-    dtype = _WORKER["transport"]
-    out = []
-    for prepared in (prepare_item(item, _WORKER["preprocess"]) for item in items):
-        for field in ("input", "view"):
-            value = getattr(prepared, field)
-            if value is not None:
-                setattr(prepared, field, (value[0].numpy().astype(dtype), value[1]))
-        out.append(prepared)
-    return out
-
-
-def _arrived(prepared: Prepared) -> Prepared:
+def _convert_inputs(prepared: Prepared, convert) -> Prepared:
+    """`prepared` with `convert` applied to the model tensors of its photo and view."""
     for field in ("input", "view"):
         value = getattr(prepared, field)
         if value is not None:
-            setattr(prepared, field, (torch.from_numpy(value[0]), value[1]))
+            setattr(prepared, field, (convert(value[0]), value[1]))
     return prepared
+
+
+def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
+    """In a decode process: prepare items, their model inputs as numpy arrays for the trip back."""
+    dtype = _WORKER["transport"]
+    return [_convert_inputs(prepare_item(item, _WORKER["preprocess"]), lambda t: t.numpy().astype(dtype)) for item in items]
 
 
 def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
@@ -146,7 +140,7 @@ def prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: Proces
     in_flight: deque[list[Future]] = deque()
 
     def collect(futures: list[Future]) -> list[Prepared]:
-        return [_arrived(p) for future in futures for p in future.result()]
+        return [_convert_inputs(p, torch.from_numpy) for future in futures for p in future.result()]
 
     items = iter(items)
     while batch := list(itertools.islice(items, batch_size)):

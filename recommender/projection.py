@@ -133,6 +133,7 @@ def project(projection: dict, descriptors: np.ndarray, heads: dict[str, dict]) -
     z = _unit(features @ projection["weight"].T + projection["bias"])
     info = projection["info"]
     parts = [_unit(np.concatenate([raw, z, info["colour_weight"] * colour], axis=-1))]
-    parts += [info["semantic_weights"][c] * np.sqrt(probabilities(heads[c], descriptors)) for c in info["semantic_heads"]]
+    probs = probabilities(heads, descriptors, info["semantic_heads"])
+    parts += [info["semantic_weights"][c] * np.sqrt(probs[c]) for c in info["semantic_heads"]]
     return _unit(np.concatenate(parts, axis=-1)).astype(np.float32)
 

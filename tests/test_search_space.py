@@ -5,7 +5,7 @@ import numpy as np
 
 from recommender.artifacts import load_heads, save_heads
 from recommender.foreground import COLOUR_BINS
-from recommender.heads import HEAD_COLUMNS, HeadSettings, logits, train_heads
+from recommender.heads import HEAD_COLUMNS, HeadSettings, scores, train_heads
 from recommender.projection import _unit, train_projection
 from recommender.split import heldout_mask
 
@@ -24,13 +24,13 @@ def test_heads_fold_their_standardisation_in_and_survive_the_artifacts_round_tri
     heads = train_heads(x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, dropout=0.0), fit=fit, heldout=~fit)
     assert set(heads) == {"articleType", "gender"}  # columns without two classes get no head
     for column, truth in (("articleType", kinds.astype(str)), ("gender", np.array(["Men", "Women"])[sexes])):
-        predicted = np.array(heads[column]["classes"])[np.argmax(logits(heads[column], x[~fit]), axis=1)]
+        predicted = np.array(heads[column]["classes"])[np.argmax(scores(heads, x[~fit])[column], axis=1)]
         assert (predicted == truth[~fit]).mean() > 0.95 and heads[column]["heldout_accuracy"] > 0.95
     save_heads(tmp_path / "heads.npz", heads)
     described = {c: {k: v for k, v in h.items() if not isinstance(v, np.ndarray)} for c, h in heads.items()}
     again = load_heads(tmp_path / "heads.npz", described)
     for column in heads:
-        np.testing.assert_array_equal(logits(again[column], x), logits(heads[column], x))
+        np.testing.assert_array_equal(scores(again, x)[column], scores(heads, x)[column])
 
 
 def _views_nearest_their_own_photo(projection: dict, descriptors: np.ndarray, views: np.ndarray, rows: np.ndarray) -> float:
