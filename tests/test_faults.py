@@ -21,18 +21,19 @@ def command(catalog: Path, out: Path, weights: Path) -> list[str]:
             "--weights", str(weights), "--batch-size", "4", "--shard-size", "8", "--quiet"]
 
 
-def run_until(cmd: list[str], out: Path, condition, timeout: float = 120) -> None:
-    """Start precompute and SIGKILL it as soon as `condition(partial_dir)` holds."""
+def run_until(cmd: list[str], out: Path, condition, timeout: float = 120, whole_group: bool = True) -> int:
+    """Start precompute and SIGKILL it (with its process group, unless `whole_group` is False) as soon as
+    `condition(partial_dir)` holds. Returns its pid, which is also its process group's id."""
     partial = out.with_name(out.name + ".partial")
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if condition(partial):
-                os.killpg(process.pid, signal.SIGKILL)
+                (os.killpg if whole_group else os.kill)(process.pid, signal.SIGKILL)
                 process.wait()
                 assert not (out / "manifest.json").exists() and not out.exists(), "final name visible before completion"
-                return
+                return process.pid
             if process.poll() is not None:
                 pytest.fail(f"precompute ended (rc {process.returncode}) before the kill point")
             time.sleep(0.02)
@@ -65,21 +66,13 @@ def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(catalog
 def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path, random_weights):
     """SIGKILL (or the OOM killer) reaches only the main process; its decode processes must not linger."""
     out = tmp_path / "index"
-    process = subprocess.Popen(command(catalog_dir, out, random_weights), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    partial = out.with_name(out.name + ".partial")
-    deadline = time.monotonic() + 120
-    while shards(partial) < 1 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    assert process.poll() is None, "precompute ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    group = run_until(command(catalog_dir, out, random_weights), out, lambda p: shards(p) >= 1, whole_group=False)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.killpg(process.pid, 0)  # anyone left in its process group?
+            os.killpg(group, 0)  # anyone left in its process group?
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(group, signal.SIGKILL)
     pytest.fail("a decode process outlived the killed precompute")
