@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import timm
 import torch
+import torchvision
 from PIL import Image
 
-from .foreground import COLOUR_BINS, TOLERANCE, colour_histogram, trim_background
+from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, regional_gem
 from .weights import load_model, state_dict_sha256
@@ -48,22 +49,26 @@ def _bounded(image: Image.Image) -> Image.Image:
 
 
 class Preprocessor:
-    """A photo -> (model input, colour histogram). Holds no model, so it pickles cheaply into the decode
-    processes of a GPU build."""
+    """A photo -> (the pixels the model sees, colour histogram). Holds no model, so it pickles cheaply
+    into the decode processes; the pixels stay uint8 (half of float16's bytes between processes) and
+    the model's batch does the arithmetic of normalising them (Embedder.feature_maps)."""
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], aspect: float) -> None:
-        self.transform, self.aspect = transform, aspect
+    def __init__(self, resize: Callable[[Image.Image], Image.Image], aspect: float) -> None:
+        self.resize, self.aspect = resize, aspect
 
-    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+    def __call__(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
-        image = _bounded(image)
-        return self.model_input(image), colour_histogram(image)
+        product, colour = trim_and_colour(_bounded(image))
+        return self._pixels(product), colour
 
-    def model_input(self, image: Image.Image, trim: bool = True) -> torch.Tensor:
-        """RGB PIL image -> normalised CHW tensor: the product trimmed from its background (unless `trim`
-        is False), padded on white to the input's aspect and resized."""
+    def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
+        """RGB PIL image -> (H, W, 3) uint8: the product trimmed from its background (unless `trim` is
+        False), padded on white to the input's aspect and resized."""
         image = _bounded(image)
-        return self.transform(pad_to_aspect(trim_background(image) if trim else image, self.aspect))
+        return self._pixels(trim_background(image) if trim else image)
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(self.resize(pad_to_aspect(image, self.aspect)).convert("RGB"), np.uint8)
 
 
 class Embedder:
@@ -89,7 +94,13 @@ class Embedder:
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image already has the input's aspect after padding, so nothing may be cropped away.
         config.update(input_size=(3, *input_size), crop_pct=1.0)
-        self.preprocessor = Preprocessor(timm.data.create_transform(**config), input_size[1] / input_size[0])
+        *resize, to_tensor, normalize = timm.data.create_transform(**config).transforms
+        assert isinstance(normalize, torchvision.transforms.Normalize), "timm's eval transform changed its layout"
+        self.preprocessor = Preprocessor(torchvision.transforms.Compose(resize), input_size[1] / input_size[0])
+        # ToTensor then Normalize, as one multiply-add per channel on the uint8 pixels of a whole batch.
+        mean, std = normalize.mean.float(), normalize.std.float()
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
         self.preprocessing = {
             "trim_background": f"border colour +-{TOLERANCE}",
             "pad": "white, to the input's aspect",
@@ -127,10 +138,10 @@ class Embedder:
             "dim": self.dim,
         }
 
-    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+    def preprocess(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         return self.preprocessor(image)
 
-    def model_input(self, image: Image.Image, trim: bool = True) -> torch.Tensor:
+    def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         return self.preprocessor.model_input(image, trim)
 
     def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -155,28 +166,35 @@ class Embedder:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             return torch.jit.freeze(torch.jit.trace(Features(backbone).eval(), example.to(dtype)))
 
-    def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
-        """A preprocessed batch -> the backbone's last feature maps (n, 2048, 7, 6 at 224x168), float32."""
-        batch = batch.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+    def feature_maps(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(n, H, W, 3) uint8 pixels (`model_input`) -> the backbone's last feature maps (n, 2048, 7, 6 at
+        224x168), float32. The pixels are normalised on the model's device."""
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         with self._lock, torch.inference_mode():
+            batch = self.normalise(pixels).to(dtype)
             if self._backbone is None:
                 self._backbone = self._traced_backbone(batch)
-            return self._backbone(batch.to(dtype)).float()
+            return self._backbone(batch).float()
 
-    def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """A preprocessed batch -> (unit regional-GeM features, ImageNet logits), as float32 numpy."""
-        maps = self.feature_maps(batch)
+    def normalise(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(n, H, W, 3) uint8 pixels -> the model's (n, 3, H, W) float32 input on its device, channels_last
+        (the (n, H, W, 3) layout seen as (n, 3, H, W) already is: no copy)."""
+        pixels = torch.as_tensor(pixels).to(self.device, non_blocking=True)
+        return pixels.permute(0, 3, 1, 2).float() * self._scale + self._shift
+
+    def forward(self, pixels: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(n, H, W, 3) uint8 pixels -> (unit regional-GeM features, ImageNet logits), as float32 numpy."""
+        maps = self.feature_maps(pixels)
         with torch.inference_mode():
             pooled = regional_gem(maps)
             logits = self.model.get_classifier()(maps.mean((2, 3)))  # the classifier was trained on averages
         return pooled.cpu().numpy(), logits.cpu().numpy()
 
-    def descriptors(self, prepared: Sequence[tuple[torch.Tensor, np.ndarray]]) -> np.ndarray:
-        """Preprocessed (tensor, colour) pairs -> (n, dim) descriptors [features, colour histogram]."""
+    def descriptors(self, prepared: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Preprocessed (pixels, colour) pairs -> (n, dim) descriptors [features, colour histogram]."""
         if not prepared:
             return np.zeros((0, self.dim), np.float32)
-        features = self.forward(torch.stack([tensor for tensor, _ in prepared]))[0]
+        features = self.forward(np.stack([pixels for pixels, _ in prepared]))[0]
         return np.concatenate([features, np.stack([colour for _, colour in prepared])], axis=1).astype(np.float32)
 
     def embed(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:

@@ -57,8 +57,8 @@ def throughput_runs(kind: str, data: Path, weights: str | None, images: int, rep
         t0 = time.perf_counter()
         with torch.inference_mode():
             for item in items:  # one image at a time, fp32 eager, no batching, decode inline, no views
-                tensor, _ = naive.preprocess(load_image(item.data))
-                naive.model(tensor[None])
+                pixels, _ = naive.preprocess(load_image(item.data))
+                naive.model(naive.normalise(pixels[None]).contiguous())
         runs.append([len(items) / (time.perf_counter() - t0)])
     return runs
 

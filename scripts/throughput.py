@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 
 from recommender.catalog import CatalogItem, CatalogSource
@@ -49,7 +50,7 @@ def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, bat
 
 
 def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, seconds: float = 2.0) -> float:
-    batch = torch.stack([prepare_item(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
+    batch = np.stack([prepare_item(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
     embedder.forward(batch)  # traces the backbone / picks the kernels for this shape
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:

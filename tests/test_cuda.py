@@ -24,7 +24,7 @@ def test_gpu_descriptors_match_the_cpu(real_weights):
     a, b = cpu.embed(photos), gpu.embed(photos)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.995, cosine.min()
-    batch = torch.stack([cpu.preprocess(load_image(p))[0] for p in photos[:8]])
+    batch = np.stack([cpu.preprocess(load_image(p))[0] for p in photos[:8]])
     assert (cpu.forward(batch)[1].argmax(1) == gpu.forward(batch)[1].argmax(1)).mean() >= 0.75
 
 

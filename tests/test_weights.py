@@ -77,7 +77,7 @@ def _photos(article_type: str, n: int) -> list:
 
 def test_real_photos_land_in_sensible_imagenet_classes(real_embedder):
     def top1(images):  # ImageNet-style input (padded, not trimmed to the product): this checks the weights
-        _, logits = real_embedder.forward(torch.stack([real_embedder.model_input(i, trim=False) for i in images]))
+        _, logits = real_embedder.forward(np.stack([real_embedder.model_input(i, trim=False) for i in images]))
         return [real_embedder.labels[int(row.argmax())] for row in logits]
 
     assert top1(_photos("Sunglasses", 6)) == ["sunglass"] * 6
@@ -112,10 +112,10 @@ def test_unreachable_hub_names_the_offline_route(monkeypatch):
 def test_frozen_backbone_matches_the_eager_fp32_model(real_embedder):
     """The traced, frozen (bf16 where supported) backbone gives the features of the plain fp32 model."""
     images = _photos("Tshirts", 4) + _photos("Sunglasses", 4)
-    batch = torch.stack([real_embedder.preprocess(i)[0] for i in images])
+    batch = np.stack([real_embedder.preprocess(i)[0] for i in images])
     features, _ = real_embedder.forward(batch)
     with torch.inference_mode():
-        maps = real_embedder.model.forward_features(batch.contiguous()).float()
+        maps = real_embedder.model.forward_features(real_embedder.normalise(batch).contiguous()).float()
     reference = regional_gem(maps).numpy()
     assert (features * reference).sum(axis=1).min() > 0.995
     one, _ = real_embedder.forward(batch[:1])  # another batch size through the same traced graph
