@@ -38,8 +38,10 @@ from .metadata import Metadata
 from .projection import project, train_projection
 
 SHARD_SIZE = 1024
-# bf16 ResNet50 on this 2-core CPU: batch 32 ran 56 img/s model-only vs 47 at batch 64.
-BATCH_SIZE = 32
+# Catalog items a batch on the CPU (views ride along: ~20 images a pass). The whole embed stage on this
+# 2-core CPU (scripts/throughput.py, medians of 2): 3,000 fashion-dev items at batch 12 / 16 / 20 / 32:
+# 70.4 / 71.1 / 66.8 / 67.4 items/s; 2,000 items at 8 / 16 / 24 / 32: 68.0 / 72.9 / 66.8 / 65.2.
+BATCH_SIZE = 16
 # H100: the model alone ran 7,755 img/s at batch 128 and 8,230 at 256 (scripts/throughput.py); 128
 # keeps a Space's smaller GPUs safe and is already 6x faster than the decode processes feed it.
 GPU_BATCH_SIZE = 128
