@@ -36,6 +36,11 @@ class HeadSettings:
     bf16: bool = True  # autocast where the CPU has bf16: 39 vs 59 s on 2 cores, same accuracy
 
 
+def training_device(device: str | torch.device | None = None) -> torch.device:
+    """Where the heads and the projection train: `device`, else CUDA when there is one."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def head_classes(labels: np.ndarray) -> list[str]:
     """The classes a head predicts. They count the whole catalog (labels only, no features): "articleType
     classes with >= 20 items" is a property of the catalog, not of the fit split."""
@@ -45,11 +50,12 @@ def head_classes(labels: np.ndarray) -> list[str]:
 
 def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.ndarray],
                 settings: HeadSettings = HeadSettings(), fit: np.ndarray | None = None,
-                heldout: np.ndarray | None = None) -> dict[str, dict]:
+                heldout: np.ndarray | None = None, device: str | torch.device | None = None) -> dict[str, dict]:
     """A head per column with >= 2 classes, trained on the `fit` rows (default: the fit part of the split,
     at most MAX_TRAIN_ROWS of it) and scored on the `heldout` rows (default: the held-out part). The
     hidden layer folds the standardisation in, so callers apply the heads to raw descriptors. Cost is
-    steps x batch, whatever the catalog's size."""
+    steps x batch, whatever the catalog's size. Trains on `device` (default: CUDA when there is one):
+    an H100 host's CPU took 70 s for what its GPU does in seconds."""
     heldout = heldout_mask(ids) if heldout is None else heldout
     fit = training_sample(ids, ~heldout) if fit is None else fit
     targets = {}
@@ -62,22 +68,24 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
         return {}
     rows = np.flatnonzero(fit)
     mean, scale = descriptors[rows].mean(0), descriptors[rows].std(0) + 1e-6
-    x = torch.from_numpy(np.ascontiguousarray((descriptors[rows] - mean) / scale, np.float32))
-    y = {c: torch.from_numpy(labels[rows]) for c, (_, labels) in targets.items()}
+    device = training_device(device)
+    x = torch.from_numpy(np.ascontiguousarray((descriptors[rows] - mean) / scale, np.float32)).to(device)
+    y = {c: torch.from_numpy(labels[rows]).to(device) for c, (_, labels) in targets.items()}
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(torch.nn.Dropout(settings.dropout), torch.nn.Linear(x.shape[1], settings.hidden),
                                 torch.nn.GELU(approximate="tanh"), torch.nn.Dropout(settings.dropout))
     outputs = torch.nn.ModuleDict({c: torch.nn.Linear(settings.hidden, len(classes)) for c, (classes, _) in targets.items()})
+    trunk, outputs = trunk.to(device), outputs.to(device)
     parameters = [*trunk.parameters(), *outputs.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps)
     draws = torch.Generator().manual_seed(0)
-    bf16 = settings.bf16 and bf16_supported(torch.device("cpu"))
+    bf16 = settings.bf16 and bf16_supported(device)
     for _ in range(settings.steps):
-        batch = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=draws)
+        batch = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=draws).to(device)
         optimiser.zero_grad()
         losses = []
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             hidden = trunk(x[batch])
             for column in targets:
                 labels = y[column][batch]
@@ -89,11 +97,11 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
         optimiser.step()
         schedule.step()
     linear = trunk[1]
-    hidden_weight = (linear.weight.detach().numpy() / scale).astype(np.float32)
-    hidden_bias = (linear.bias.detach().numpy() - hidden_weight @ mean).astype(np.float32)
+    hidden_weight = (linear.weight.detach().cpu().numpy() / scale).astype(np.float32)
+    hidden_bias = (linear.bias.detach().cpu().numpy() - hidden_weight @ mean).astype(np.float32)
     heads = {column: {"classes": classes, "hidden_weight": hidden_weight, "hidden_bias": hidden_bias,
-                      "weight": outputs[column].weight.detach().numpy().astype(np.float32),
-                      "bias": outputs[column].bias.detach().numpy().astype(np.float32)}
+                      "weight": outputs[column].weight.detach().cpu().numpy().astype(np.float32),
+                      "bias": outputs[column].bias.detach().cpu().numpy().astype(np.float32)}
              for column, (classes, _) in targets.items()}
     predicted = scores(heads, descriptors[heldout])
     for column, (_, labels) in targets.items():

@@ -290,8 +290,9 @@ def embed_catalog(source: CatalogSource, work: Path, embedder: Embedder, batch_s
 
 
 def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict, source_info: dict,
-                    skipped_source: dict[str, list], params: dict) -> dict:
-    """Index, metadata, heads and manifest in `folder` (whose thumbnails are already in place)."""
+                    skipped_source: dict[str, list], params: dict, device: torch.device | None = None) -> dict:
+    """Index, metadata, heads and manifest in `folder` (whose thumbnails are already in place); the heads
+    and the projection train on `device` (default: CUDA when there is one)."""
     shards = read_shards(shard_folders)
     vectors, rows, skipped = shards.vectors, shards.rows, shards.skipped
     if not rows:
@@ -300,11 +301,11 @@ def build_artifacts(folder: Path, shard_folders: list[Path], embedder_info: dict
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
     np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
     t0 = time.perf_counter()
-    heads = train_heads(vectors, ids, metadata.columns)  # first: the search space includes their predictions
+    heads = train_heads(vectors, ids, metadata.columns, device=device)  # first: the search space includes their predictions
     heads_s = time.perf_counter() - t0
     artifacts.save_heads(folder / artifacts.HEADS, heads)
     t0 = time.perf_counter()
-    projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads)
+    projection = train_projection(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads, device=device)
     search_vectors = project(projection, vectors, heads)
     projection_s = time.perf_counter() - t0
     artifacts.save_projection(folder / artifacts.PROJECTION, projection)
@@ -379,7 +380,8 @@ def precompute(source: CatalogSource, out: Path, embedder: Embedder, batch_size:
               "throughput_img_s": round(timings["images"] / max(timings["wall_s"], 1e-9), 1),
               "synthetic_views": timings["views"],
               "forward_img_s": round((timings["images"] + timings["views"]) / max(timings["wall_s"], 1e-9), 1)}
-    manifest = build_artifacts(work, [work / "shards"], embedder.describe(), source.describe(), skipped_source, params)
+    manifest = build_artifacts(work, [work / "shards"], embedder.describe(), source.describe(), skipped_source, params,
+                               embedder.device)
     shutil.rmtree(work / "shards")
     (work / "work.json").unlink()
     artifacts.publish(work, out)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .foreground import COLOUR_BINS
-from .heads import probabilities
+from .heads import probabilities, training_device
 from .split import heldout_mask, training_sample
 
 TASKS = ("articleType", "gender", "baseColour", "subCategory", "usage")
@@ -75,9 +75,11 @@ def train_projection(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str
                      views: np.ndarray | None = None, view_ids: np.ndarray | None = None,
                      heads: dict[str, dict] | None = None, dim: int = DIM, raw_dims: int = RAW_DIMS,
                      colour_weight: float = COLOUR_WEIGHT, semantic_weights: dict[str, float] | None = None,
-                     steps: int = STEPS, seed: int = 0, instance_weight: float = INSTANCE_WEIGHT) -> dict:
+                     steps: int = STEPS, seed: int = 0, instance_weight: float = INSTANCE_WEIGHT,
+                     device: str | torch.device | None = None) -> dict:
     """Fit the principal directions and the multi-task projection on the fit rows (+ their views);
-    `heads` (trained on the fit rows) give the semantic part."""
+    `heads` (trained on the fit rows) give the semantic part. Trains on `device` (default: CUDA when
+    there is one)."""
     fit = ~heldout_mask(ids)
     d = descriptors.shape[1] - COLOUR_BINS
     features = _unit(np.asarray(descriptors[:, :d], np.float32))
@@ -95,15 +97,16 @@ def train_projection(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str
         rows = np.concatenate([rows, view_rows[keep]])
     # For the instance loss: each view's own catalog photo, among the rows trained on.
     position = {int(r): j for j, r in enumerate(rows[:n_fit])}
+    device = training_device(device)
     originals = torch.tensor([position[int(r)] for r in rows[n_fit:]], dtype=torch.long)
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(train_x, np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(train_x, np.float32)).to(device)
     tasks = []
     for column in TASKS:
         values, labels = np.unique(columns[column][rows].astype(str), return_inverse=True)
         if len(values) >= 2:
-            tasks.append((column, torch.from_numpy(labels), torch.nn.Linear(dim, len(values))))
-    projection = torch.nn.Linear(d, dim)
+            tasks.append((column, torch.from_numpy(labels).to(device), torch.nn.Linear(dim, len(values)).to(device)))
+    projection = torch.nn.Linear(d, dim).to(device)
     params = list(projection.parameters()) + [p for _, _, head in tasks for p in head.parameters()]
     optimiser = torch.optim.Adam(params, lr=LR, weight_decay=WEIGHT_DECAY)
     draws = torch.Generator().manual_seed(seed)
@@ -111,19 +114,19 @@ def train_projection(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str
         # A mini-batch: BATCH fit rows, VIEW_BATCH views and the views' own photos (for the instance loss).
         chosen = torch.randint(0, len(originals), (min(VIEW_BATCH, len(originals)),), generator=draws)
         own = originals[chosen]
-        picked = torch.cat([torch.randint(0, n_fit, (BATCH,), generator=draws), own, n_fit + chosen])
+        picked = torch.cat([torch.randint(0, n_fit, (BATCH,), generator=draws), own, n_fit + chosen]).to(device)
         optimiser.zero_grad()
         z = torch.nn.functional.normalize(projection(x[picked]), dim=1)
         loss = sum(torch.nn.functional.cross_entropy(head(z) * LOGIT_SCALE, y[picked]) for _, y, head in tasks)
         if instance_weight and len(chosen):  # InfoNCE: a view must be closer to its own photo than to the others'
             logits = z[BATCH + len(own):] @ z[BATCH:BATCH + len(own)].T * LOGIT_SCALE
-            loss = loss + instance_weight * torch.nn.functional.cross_entropy(logits, torch.arange(len(chosen)))
+            loss = loss + instance_weight * torch.nn.functional.cross_entropy(logits, torch.arange(len(chosen), device=device))
         loss.backward()
         optimiser.step()
     weights = SEMANTIC_WEIGHTS if semantic_weights is None else semantic_weights
     used = {c: float(w) for c, w in weights.items() if c in (heads or {}) and w > 0}
-    return {"weight": projection.weight.detach().numpy().astype(np.float32),
-            "bias": projection.bias.detach().numpy().astype(np.float32), "basis": basis,
+    return {"weight": projection.weight.detach().cpu().numpy().astype(np.float32),
+            "bias": projection.bias.detach().cpu().numpy().astype(np.float32), "basis": basis,
             "info": {"dim": dim, "raw_dims": int(basis.shape[0]), "colour_weight": colour_weight,
                      "semantic_weights": used,
                      "semantic_heads": list(used),
