@@ -18,12 +18,12 @@ def heldout_mask(ids: np.ndarray) -> np.ndarray:
     return np.fromiter((is_heldout(i) for i in ids), bool, len(ids))
 
 
-# Heads and the search space train on at most this many fit rows (the projection's full-batch steps
-# cost rows x steps): on a 44k catalog, fitting all 35k fit rows took 257 s (heads, then full-batch) +
-# 175 s (projection), with the cap 78 + 79 s, beside ~9 minutes of embedding (scripts/benchmark.py,
-# fit_44k). The heads now train in mini-batches (42 s at 44k, scripts/benchmark.py); the cap still
-# bounds the projection and the heads' memory. fashion-dev has 7,661 fit rows, so every number measured
-# there is unaffected.
+# Heads and the search space train on at most this many fit rows. It was set when both trained in full
+# batches (cost rows x steps: on a 44k catalog all 35k fit rows took 257 + 175 s, with the cap 78 + 79 s;
+# scripts/benchmark.py, fit_44k). Both now train in mini-batches whose cost does not grow with the rows;
+# the cap still bounds their memory and the principal directions' rows x 2048^2 work. Whether more fit
+# rows would give better heads on the full catalog cannot be measured here: fashion-dev has 7,661 fit
+# rows, so every number measured on it is unaffected.
 MAX_TRAIN_ROWS = 12_000
 
 

@@ -6,10 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import timm
+import torch
 
 from recommender import artifacts
 from recommender.catalog import CatalogSource
-from recommender.embedder import Embedder
+from recommender.embedder import INPUT_SIZE, Embedder
+from recommender.foreground import colour_histogram, trim_background
+from recommender.images import load_image, pad_to_aspect
 from recommender.pipeline import merge_slices, precompute
 from tests.conftest import SAMPLE
 
@@ -122,3 +126,17 @@ def test_precompute_cli_reports_bad_source_in_one_line(tmp_path):
                             capture_output=True, text=True, cwd=SAMPLE.parents[1])
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: Catalog source") and "Traceback" not in result.stderr
+
+
+def test_decode_pixels_normalised_in_the_batch_are_timms_eval_transform(embedder):
+    """The decode processes send uint8 pixels; normalised in the model's batch they equal timm's eval
+    transform (resize, ToTensor, Normalize) of the trimmed, padded photo, and the colour histogram
+    (from the same mask) equals the standalone one."""
+    image = load_image(sorted((SAMPLE / "images").glob("*.jpg"))[0])
+    pixels, colour = embedder.preprocess(image)
+    assert pixels.dtype == np.uint8 and pixels.shape == (*INPUT_SIZE, 3)
+    config = timm.data.resolve_data_config({}, model=embedder.model)
+    config.update(input_size=(3, *INPUT_SIZE), crop_pct=1.0)
+    reference = timm.data.create_transform(**config)(pad_to_aspect(trim_background(image), INPUT_SIZE[1] / INPUT_SIZE[0]))
+    assert torch.allclose(embedder.normalise(pixels[None])[0], reference, rtol=1e-5, atol=1e-3)
+    assert np.array_equal(colour, colour_histogram(image))
