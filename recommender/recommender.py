@@ -9,7 +9,7 @@ import numpy as np
 
 from . import artifacts
 from .embedder import Embedder
-from .errors import ArtifactsError, UserError
+from .errors import ArtifactsError, UserError, whole_number
 from .heads import predict
 from .images import ImageInput
 from .index import VectorIndex
@@ -94,17 +94,16 @@ class Recommender:
                       exclude_rows: tuple[int, ...] = ()) -> list[Match]:
         """The exact filtered top-k for a unit query vector (fewer only when fewer items match), the
         closest in appearance among the best POOL first (ranking.promote_closest)."""
-        if not 1 <= int(k) <= MAX_K:
-            raise UserError(f"k must be between 1 and {MAX_K}.")
+        k = whole_number(k, "k", 1, MAX_K)
         query = np.asarray(query, np.float32)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         mask = self.metadata.mask(filters)
         if exclude_rows:
             mask = np.ones(len(self.metadata), bool) if mask is None else mask.copy()
             mask[list(exclude_rows)] = False
-        rows, scores = self.index.search(query, max(int(k), POOL), mask)
+        rows, scores = self.index.search(query, max(k, POOL), mask)
         rows, scores = promote_closest(rows, scores, self.index.embeddings, query, appearance_dims(self.projection))
-        return [self.match(r, s) for r, s in zip(rows[:int(k)], scores[:int(k)])]
+        return [self.match(r, s) for r, s in zip(rows[:k], scores[:k])]
 
     # --- the public API ---------------------------------------------------------------------------
 

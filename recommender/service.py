@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, whole_number
 from .images import ImageInput, load_image
 from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
@@ -106,7 +106,7 @@ class Service:
         rec = self.recommender
         features = rec.features(self.load_image(image))
         vector = rec.to_search_space(features)
-        results = rec.search_vector(vector, int(k), filters(**filter_values))
+        results = rec.search_vector(vector, k, filters(**filter_values))
         return {"classification": classification_json(rec.classify_vector(features)),
                 "results": [match_json(m) for m in results]}, vector
 
@@ -114,7 +114,7 @@ class Service:
         return self.fetcher.fetch(url)
 
     def similar_item(self, item_id: int | str, k: int = 12, **filter_values: str) -> dict:
-        return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, int(k), filters(**filter_values))]}
+        return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, k, filters(**filter_values))]}
 
     def classify(self, image: ImageInput | None) -> dict:
         rec = self.recommender
@@ -123,13 +123,12 @@ class Service:
     def browse(self, page: int = 1, page_size: int = 12, **filter_values: str) -> dict:
         """The catalog in id order, filtered, one page at a time (no photo needed)."""
         rec = self.recommender
-        if int(page) < 1 or not 1 <= int(page_size) <= 100:
-            raise UserError("page must be 1 or more and page_size between 1 and 100.")
+        page, page_size = whole_number(page, "page", 1), whole_number(page_size, "page_size", 1, 100)
         mask = rec.metadata.mask(filters(**filter_values))
         rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
         rows = rows[np.argsort(rec.metadata.ids[rows], kind="stable")]
-        start = (int(page) - 1) * int(page_size)
-        page_rows = rows[start:start + int(page_size)]
+        start = (page - 1) * page_size
+        page_rows = rows[start:start + page_size]
         return {"results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in page_rows], "total": int(len(rows))}
 
     def refine(self, profile: Profile, liked: list[int], disliked: list[int], k: int = 12, **filter_values: str) -> dict:
@@ -141,7 +140,7 @@ class Service:
         profile.disliked = list(dict.fromkeys(profile.disliked + [int(i) for i in disliked]))
         vector = rocchio(profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked])
         seen = {rec.row_of(i) for i in profile.disliked}
-        results = rec.search_vector(vector, int(k), filters(**filter_values), exclude_rows=tuple(seen))
+        results = rec.search_vector(vector, k, filters(**filter_values), exclude_rows=tuple(seen))
         return {"results": [match_json(m) for m in results]}
 
     def filter_choices(self, master_category: str = "All", sub_category: str = "All") -> dict[str, list[str]]:

@@ -98,7 +98,8 @@ def test_browse_pages_through_the_filtered_catalog(client):
     (lambda c: c.predict("http://169.254.169.254/latest/meta-data", api_name="/recommend_url"), "private or local"),
     (lambda c: c.predict("ftp://example.com/x.jpg", api_name="/recommend_url"), "Only http"),
     (lambda c: c.predict(1, api_name="/similar_item"), "No catalog item with id 1"),
-    (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be between"),
+    (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be a whole number between"),
+    (lambda c: c.predict(10138, "All", api_name="/similar_item"), "k must be a whole number between"),
     (lambda c: c.predict("All", "All", "All", 0, api_name="/browse"), "page must be"),
 ])
 def test_bad_requests_get_one_clear_sentence(client, call, message):

@@ -138,8 +138,10 @@ def test_unknown_filter_column_and_bad_k_are_user_errors(rec):
     q = rec.vector_of(int(rec.metadata.ids[1]))
     with pytest.raises(UserError, match="Unknown filter 'colour'"):
         rec.search_vector(q, 5, {"colour": "Red"})
-    with pytest.raises(UserError, match="k must be between"):
-        rec.search_vector(q, 0)
+    for bad in (0, 101, "All", "", None, 2.5, True):  # API clients can send anything as k
+        with pytest.raises(UserError, match="k must be a whole number between 1 and 100"):
+            rec.search_vector(q, bad)
+    assert len(rec.search_vector(q, "5")) == len(rec.search_vector(q, 5.0)) == len(rec.search_vector(q, np.int64(5))) == 5
 
 
 def test_similar_to_uses_the_stored_embedding_and_excludes_the_item(rec, monkeypatch):
