@@ -42,8 +42,9 @@ SHARD_SIZE = 1024
 # 2-core CPU (scripts/throughput.py, medians of 2): 3,000 fashion-dev items at batch 12 / 16 / 20 / 32:
 # 70.4 / 71.1 / 66.8 / 67.4 items/s; 2,000 items at 8 / 16 / 24 / 32: 68.0 / 72.9 / 66.8 / 65.2.
 BATCH_SIZE = 16
-# H100: the model alone ran 7,755 img/s at batch 128 and 8,230 at 256 (scripts/throughput.py); 128
-# keeps a Space's smaller GPUs safe and is already 6x faster than the decode processes feed it.
+# H100 (scripts/throughput.py, 2,200 items, 15 decode processes): the whole embed stage ran 1,425
+# items/s at batch 128 and 1,150 at 256 (the model alone 10,930 / 11,918 img/s); 128 also keeps a
+# Space's smaller GPUs safe.
 GPU_BATCH_SIZE = 128
 THUMB_MAX_SIDE = 256  # the catalog's own 60x80 JPEGs are kept byte for byte; larger ones are shrunk
 
@@ -83,7 +84,8 @@ def prepare_item(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
 
 # --- decode processes. On a 16-core H100 host (scripts/throughput.py, 2,200 fashion-dev items) decode
 # threads stopped at ~330 items/s whatever their number (the GIL; one thread: 153) while the model ran
-# 7,755 img/s; processes scale: 1 / 8 / 15 of them prepared 155 / 990 / 1,353 items/s.
+# 7,755 img/s; processes scale: 1 / 8 / 15 of them prepared 155 / 990 / 1,353 items/s (2,088 with 15
+# since they send uint8 pixels and find the product mask once).
 
 _WORKER: dict = {}  # in a decode process: its Preprocessor
 CHUNK = 8  # items per task: fewer round trips, still small enough to spread a batch over many processes
@@ -214,7 +216,8 @@ def default_workers(embedder: Embedder) -> int:
     """Decode processes. On the CPU one is enough (decode, trim, colour and preprocessing take ~0.8 ms
     for a 60x80 photo, a synthetic view ~3 ms more: one process prepares 384 items/s of fashion-dev;
     the model ~10 ms an image) and leaves the cores to the model. Decoding in phases between batches
-    with two processes instead measured no faster (62.4 vs 62.1 items/s, 3,000 items). A GPU outruns
+    with two processes instead measured no faster (62.1 / 62.4 vs 61.5 / 62.1 items/s, 3,000 items,
+    two rounds). A GPU outruns
     one decode process 50 times over, so there every core but the main process's decodes."""
     if embedder.device.type != "cuda":
         return 1

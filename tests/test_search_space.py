@@ -57,6 +57,9 @@ def test_the_instance_loss_keeps_a_synthetic_view_closest_to_its_own_photo():
         train_projection(descriptors, ids, columns, views.astype(np.float32), ids[fit_rows], dim=16, raw_dims=8,
                          instance_weight=w), descriptors, views, fit_rows) for w in (0.0, 1.0)}
     assert found[1.0] > found[0.0] + 0.1, found
+    # A catalog too small for any synthetic view still gets a projection (no instance loss then).
+    alone = train_projection(descriptors, ids, columns, None, None, dim=16, raw_dims=8)
+    assert alone["weight"].shape == (16, d) and alone["info"]["train_views"] == 0
 
 
 def test_training_sample_caps_fit_rows_deterministically_and_keeps_required_rows():
