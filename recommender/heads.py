@@ -2,6 +2,7 @@
 shared hidden layer, one softmax output per attribute."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,6 +35,12 @@ class HeadSettings:
     dropout: float = 0.5
     smoothing: float = 0.1
     bf16: bool = True  # autocast where the CPU has bf16: 39 vs 59 s on 2 cores, same accuracy
+    # At most this many passes over the fit rows, so a small catalog trains in seconds: on the CI gate's
+    # 2,000 rows (1,580 fit rows) held-out accuracy articleType / gender / colour / usage was 0.907 /
+    # 0.954 / 0.654 / 0.925 after 300 steps (~100 passes) against 0.909 / 0.954 / 0.644 / 0.911 after
+    # 1,000, in 13 instead of 47 s; the app's 1,065-item starter index waited 68 s for its heads (now 8 s).
+    # fashion-dev (7,661 fit rows) and larger catalogs still take all `steps`.
+    epochs: int = 100
 
 
 def training_device(device: str | torch.device | None = None) -> torch.device:
@@ -54,7 +61,7 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
     """A head per column with >= 2 classes, trained on the `fit` rows (default: the fit part of the split,
     at most MAX_TRAIN_ROWS of it) and scored on the `heldout` rows (default: the held-out part). The
     hidden layer folds the standardisation in, so callers apply the heads to raw descriptors. Cost is
-    steps x batch, whatever the catalog's size. Trains on `device` (default: CUDA when there is one):
+    at most steps x batch, whatever the catalog's size. Trains on `device` (default: CUDA when there is one):
     an H100 host's CPU took 70 s for what its GPU does in seconds."""
     heldout = heldout_mask(ids) if heldout is None else heldout
     fit = training_sample(ids, ~heldout) if fit is None else fit
@@ -78,10 +85,11 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
     trunk, outputs = trunk.to(device), outputs.to(device)
     parameters = [*trunk.parameters(), *outputs.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps)
+    steps = min(settings.steps, max(1, math.ceil(settings.epochs * len(x) / settings.batch)))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     draws = torch.Generator().manual_seed(0)
     bf16 = settings.bf16 and bf16_supported(device)
-    for _ in range(settings.steps):
+    for _ in range(steps):
         batch = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=draws).to(device)
         optimiser.zero_grad()
         losses = []

@@ -21,7 +21,7 @@ def test_heads_fold_their_standardisation_in_and_survive_the_artifacts_round_tri
     x[:, 1] = sexes * 1e-3 + rng.normal(scale=1e-4, size=n)
     columns = {c: np.full(n, "") for c in HEAD_COLUMNS} | {"articleType": kinds.astype(str), "gender": np.array(["Men", "Women"])[sexes]}
     fit = np.arange(n) % 5 != 0
-    heads = train_heads(x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, dropout=0.0), fit=fit, heldout=~fit)
+    heads = train_heads(x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0), fit=fit, heldout=~fit)
     assert set(heads) == {"articleType", "gender"}  # columns without two classes get no head
     for column, truth in (("articleType", kinds.astype(str)), ("gender", np.array(["Men", "Women"])[sexes])):
         predicted = np.array(heads[column]["classes"])[np.argmax(scores(heads, x[~fit])[column], axis=1)]
