@@ -92,7 +92,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
 
         @guarded
         def on_browse(page_, k_, *f):
-            payload = service.browse(int(page_ or 1), int(k_), **filter_values(*f))
+            payload = service.browse(page_ or 1, k_, **filter_values(*f))
             return (f"{payload['total']} products match.", *show(payload))
 
         @guarded

@@ -74,9 +74,10 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
     if not targets:
         return {}
     rows = np.flatnonzero(fit)
-    mean, scale = descriptors[rows].mean(0), descriptors[rows].std(0) + 1e-6
+    chosen = np.asarray(descriptors[rows], np.float32)  # one copy of the fit rows (12,000 x 2112 at most)
+    mean, scale = chosen.mean(0), chosen.std(0) + 1e-6
     device = training_device(device)
-    x = torch.from_numpy(np.ascontiguousarray((descriptors[rows] - mean) / scale, np.float32)).to(device)
+    x = torch.from_numpy((chosen - mean) / scale).to(device)
     y = {c: torch.from_numpy(labels[rows]).to(device) for c, (_, labels) in targets.items()}
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(torch.nn.Dropout(settings.dropout), torch.nn.Linear(x.shape[1], settings.hidden),

@@ -125,7 +125,7 @@ def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
 
 
 def prepared_batches(items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor,
-                      workers: int) -> Iterator[list[Prepared]]:
+                     workers: int) -> Iterator[list[Prepared]]:
     """Batches in stream order, prepared by the pool while the model works on earlier ones; enough
     chunks in flight to keep every decode process busy."""
     ahead = max(1, math.ceil(2 * workers * CHUNK / batch_size))
@@ -217,8 +217,8 @@ def default_workers(embedder: Embedder) -> int:
     for a 60x80 photo, a synthetic view ~3 ms more: one process prepares 384 items/s of fashion-dev;
     the model ~10 ms an image) and leaves the cores to the model. Decoding in phases between batches
     with two processes instead measured no faster (62.1 / 62.4 vs 61.5 / 62.1 items/s, 3,000 items,
-    two rounds). A GPU outruns
-    one decode process 50 times over, so there every core but the main process's decodes."""
+    two rounds). A GPU outruns one decode process 50 times over, so there every core but the main
+    process's decodes."""
     if embedder.device.type != "cuda":
         return 1
     return max(1, (os.cpu_count() or 2) - 1)

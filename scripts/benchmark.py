@@ -170,9 +170,9 @@ def index_scale(index: Path, weights: str | None) -> dict:
 
 
 def fit_scale(index: Path) -> dict:
-    """Seconds to fit the heads and the search space on a full-size catalog, and to index it: the index's descriptors and
-    labels repeated (with a little noise) up to 44,072 rows under fresh ids, plus as many synthetic views
-    as precompute makes for 44k items (one fit item in three among the first 10,000)."""
+    """Seconds to fit the heads and the search space on a full-size catalog, and to index it: the index's
+    descriptors and labels repeated (with a little noise) up to 44,072 rows under fresh ids, plus as many
+    synthetic views as precompute makes for 44k items (one fit item in three among the first 10,000)."""
     from recommender import artifacts
     from recommender.augment import gets_view
     from recommender.heads import train_heads
