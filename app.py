@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,13 +13,14 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from recommender import Recommender
+from recommender import Recommender, artifacts
 from recommender.artifacts import download_from_hub
 from recommender.cli import run_cli
+from recommender.errors import ArtifactsError
 from recommender.service import Profile, Service
-from recommender.url_fetch import URLFetcher
 from recommender.ui import (article_label, details_markdown, file_path, gallery, guarded, result_choices,
                             served)
+from recommender.url_fetch import URLFetcher
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "sample"
@@ -175,9 +177,36 @@ def starter_index(index_dir: Path, weights: str | None) -> Recommender:
     from recommender.pipeline import precompute
 
     embedder = Embedder(weights)
-    print(f"No index at {index_dir}: building a starter index from {SAMPLE} ({embedder.precision}) …", flush=True)
+    print(f"Building a starter index at {index_dir} from {SAMPLE} ({embedder.precision}) …", flush=True)
     precompute(CatalogSource(str(SAMPLE)), index_dir, embedder)
     return Recommender.load(index_dir, embedder=embedder)
+
+
+def built_from_sample(index_dir: Path) -> bool:
+    """Whether the index at `index_dir` is a starter index: built from the bundled sample, so rebuilding it loses nothing."""
+    try:
+        source = json.loads((index_dir / artifacts.MANIFEST).read_text())["source"]["source"]
+        return Path(source).resolve() == SAMPLE.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def open_index(service: Service, index_dir: Path, weights: str | None, repo: str | None = None) -> str:
+    """Serve the index at `index_dir` (downloaded first from the Hub dataset `repo`, if given and absent):
+    "serving". With no index there, or a starter index this version cannot read (built by an older one,
+    or with other weights), the starter index is built in the background while the app starts: "building"."""
+    if repo and not index_dir.exists():
+        download_from_hub(repo, index_dir)
+    if index_dir.exists():
+        try:
+            service.set_recommender(Recommender.load(index_dir, weights=weights))
+            return "serving"
+        except ArtifactsError as error:
+            if not built_from_sample(index_dir):
+                raise  # someone's own index must be sound: refuse to start rather than serve wrong results
+            print(f"{error} It is the app's starter index: rebuilding it.", flush=True)
+    service.load_in_background(lambda: starter_index(index_dir, weights))
+    return "building"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,16 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(URLFetcher(allow_addresses=allowed))
     repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
 
-    def open_index() -> bool:
-        if repo and not args.index.exists():
-            download_from_hub(repo, args.index)
-        if args.index.exists():  # an existing index must be sound: refuse to start rather than serve wrong results
-            service.set_recommender(Recommender.load(args.index, weights=args.weights))
-        else:
-            service.load_in_background(lambda: starter_index(args.index, args.weights))
-        return True
-
-    if run_cli(open_index) is None:
+    if run_cli(lambda: open_index(service, args.index, args.weights, repo)) is None:
         return 2
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
     demo = build_app(service, examples)

@@ -18,7 +18,7 @@ from .errors import ArtifactsError
 SCHEMA_VERSION = 2  # 2: descriptors with colour, GeM, trimmed input, PCA + projection + colour search space
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
-FEATURES = "features.npy"  # the descriptors: 2048-d regional-GeM ResNet50 features + 64-bin colour (heads, projection)
+FEATURES = "features.npy"  # the descriptors: ResNet50 features (last stage 2048, third stage 1024) + 64-bin colour (heads, projection)
 PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
 METADATA = "metadata.json"

@@ -108,8 +108,8 @@ class Recommender:
     # --- the public API ---------------------------------------------------------------------------
 
     def features(self, image: ImageInput) -> np.ndarray:
-        """The image's descriptor: 2048-d regional-GeM ResNet50 features, then its 64-bin colour histogram
-        (what the heads and the search projection read)."""
+        """The image's descriptor: ResNet50 features (the last stage's 2048 by regional GeM, the third
+        stage's 1024 by GeM), then its 64-bin colour histogram (what the heads and the search projection read)."""
         return self.embedder.embed_one(image)
 
     def search(self, image: ImageInput, k: int = 12, filters: Filters | None = None) -> list[Match]:

@@ -49,6 +49,16 @@ def rocchio(query: np.ndarray, liked: list[np.ndarray], disliked: list[np.ndarra
     return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
 
 
+def catalog_ids(rec: Recommender, values: object, name: str) -> list[int]:
+    """`values` as a list of catalog item ids, or a UserError: API clients may send anything."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise UserError(f"{name} must be a list of catalog item ids; got {values!r}.")
+    ids = [whole_number(v, f"Each {name} item id", 0) for v in values]
+    for item_id in ids:
+        rec.row_of(item_id)  # a UserError naming an id that is not in the catalog
+    return ids
+
+
 @dataclass
 class Profile:
     """One shopper's session: the current query and what they liked or disliked so far."""
@@ -136,8 +146,10 @@ class Service:
         if profile.query is None:
             raise UserError("Search with a photo (or pick a catalog item) first, then mark results you like.")
         rec = self.recommender
-        profile.liked = list(dict.fromkeys(profile.liked + [int(i) for i in liked]))
-        profile.disliked = list(dict.fromkeys(profile.disliked + [int(i) for i in disliked]))
+        # Checked before the profile changes: one unknown id would otherwise stay in it and fail every later refine.
+        liked, disliked = catalog_ids(rec, liked, "liked"), catalog_ids(rec, disliked, "disliked")
+        profile.liked = list(dict.fromkeys(profile.liked + liked))
+        profile.disliked = list(dict.fromkeys(profile.disliked + disliked))
         vector = rocchio(profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked])
         seen = {rec.row_of(i) for i in profile.disliked}
         results = rec.search_vector(vector, k, filters(**filter_values), exclude_rows=tuple(seen))

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "instance loss weight 0": lambda: space(instance_weight=0.0),
         "instance loss weight 1": lambda: space(instance_weight=1.0),
         "PCA 256": lambda: space(raw_dims=256),
-        "PCA 2048 (all)": lambda: space(raw_dims=d),
+        f"PCA {d} (all)": lambda: space(raw_dims=d),
+        "projection on the last stage's 2048 features only": lambda: space(feature_dims=2048),
         "colour weight 0": lambda: space(colour_weight=0.0),
         "colour weight 0.85": lambda: space(colour_weight=0.85),
     }

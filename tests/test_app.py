@@ -2,6 +2,7 @@
 with the real weights and a small real catalog."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -9,7 +10,8 @@ from gradio_client import Client, handle_file
 
 import app as app_module
 from recommender import Recommender
-from recommender.service import Service
+from recommender.errors import ArtifactsError, UserError
+from recommender.service import Profile, Service
 from recommender.url_fetch import URLFetcher
 from tests.conftest import SAMPLE, serve
 from tests.image_server import ImageServer
@@ -125,8 +127,6 @@ def test_app_refuses_to_start_on_a_damaged_index(index_dir, tmp_path, real_weigh
 
 
 def test_a_failed_background_build_is_reported_not_left_as_preparing():
-    from recommender.errors import UserError
-
     def broken():
         raise RuntimeError("disk full")
 
@@ -134,3 +134,38 @@ def test_a_failed_background_build_is_reported_not_left_as_preparing():
     service.load_in_background(broken).join(timeout=10)
     with pytest.raises(UserError, match="could not be built \\(RuntimeError\\)"):
         service.classify(str(WATCH))
+
+
+def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(index_dir, real_embedder):
+    service = Service()
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder))
+    profile = Profile(query=service.recommender.vector_of(10138))
+    liked = int(service.recommender.metadata.ids[1])
+    service.refine(profile, [liked], [], 5)
+    for bad, message in [([999999999], "No catalog item with id 999999999"), (["abc"], "whole number"),
+                         ([2.5], "whole number"), ([None], "whole number"), (str(liked), "must be a list")]:
+        with pytest.raises(UserError, match=message):
+            service.refine(profile, bad, [], 5)
+        with pytest.raises(UserError, match=message):
+            service.refine(profile, [], bad, 5)
+    assert profile.liked == [liked] and profile.disliked == []  # bad input left the session as it was
+    assert len(service.refine(profile, [], [], 5)["results"]) == 5
+
+
+def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index_is_refused(real_index, real_embedder, tmp_path, monkeypatch):
+    index = tmp_path / "index"
+    shutil.copytree(real_index, index)
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["model"]["preprocessing"].pop("mid_level")  # as an index built before the third stage joined
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactsError, match=r"other preprocessing than this version uses \(mid_level\); rebuild"):
+        app_module.open_index(Service(), index, None)  # someone's own index: never replaced behind their back
+
+    manifest["source"]["source"] = str(app_module.SAMPLE)  # the app's own starter index
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    rebuilt = []  # the real build takes a minute; here it reloads an index built by this version
+    monkeypatch.setattr(app_module, "starter_index", lambda folder, weights: rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder))
+    service = Service()
+    assert app_module.open_index(service, index, None) == "building"
+    assert service.wait_ready(60) and rebuilt == [index]
+    assert app_module.open_index(Service(), real_index, None) == "serving"

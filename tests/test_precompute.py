@@ -32,7 +32,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
         [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.FEATURES, artifacts.PROJECTION, artifacts.INDEX,
          artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
     projection = manifest["projection"]
-    assert manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 64  # GeM features + colour histogram
+    assert manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 1024 + 64  # last- and third-stage features + colour histogram
     semantic = sum(len(manifest["heads"][c]["classes"]) for c in projection["semantic_heads"])
     assert manifest["dim"] == projection["raw_dims"] + 256 + 64 + semantic  # appearance, then head predictions
     assert projection["train_rows"] < 47  # fitted on the fit part of the split only

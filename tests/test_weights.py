@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from recommender.errors import WeightsError
 from recommender.images import load_image
-from recommender.pooling import regional_gem
+from recommender.pooling import gem_pool, regional_gem
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
 from tests.conftest import CACHE, SAMPLE
 
@@ -114,16 +114,22 @@ def test_frozen_backbone_matches_the_eager_fp32_model(real_embedder):
     images = _photos("Tshirts", 4) + _photos("Sunglasses", 4)
     batch = np.stack([real_embedder.preprocess(i)[0] for i in images])
     features, _ = real_embedder.forward(batch)
+    model = real_embedder.model
     with torch.inference_mode():
-        maps = real_embedder.model.forward_features(real_embedder.normalise(batch).contiguous()).float()
-    reference = regional_gem(maps).numpy()
-    assert (features * reference).sum(axis=1).min() > 0.995
+        x = real_embedder.normalise(batch).contiguous()
+        mid = model.layer3(model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x)))))))
+        maps = model.forward_features(x)
+    deep = real_embedder.feature_dim - real_embedder.mid_dim
+    assert features.shape == (len(images), deep + real_embedder.mid_dim) and maps.shape[1] == deep
+    assert (features[:, :deep] * regional_gem(maps).numpy()).sum(axis=1).min() > 0.995
+    reference = F.normalize(gem_pool(mid), dim=1).numpy()
+    assert (features[:, deep:] * reference).sum(axis=1).min() > 0.995
     one, _ = real_embedder.forward(batch[:1])  # another batch size through the same traced graph
-    assert float(one[0] @ features[0]) > 0.999
+    assert float(one[0] @ features[0]) > 2 * 0.999
 
 
-def test_descriptor_is_unit_features_then_unit_colour(real_embedder):
+def test_descriptor_is_unit_deep_then_unit_mid_features_then_unit_colour(real_embedder):
     descriptor = real_embedder.embed(_photos("Jeans", 2))
     assert descriptor.shape == (2, real_embedder.feature_dim + 64) and real_embedder.dim == descriptor.shape[1]
-    assert np.allclose(np.linalg.norm(descriptor[:, :2048], axis=1), 1, atol=1e-4)
-    assert np.allclose(np.linalg.norm(descriptor[:, 2048:], axis=1), 1, atol=1e-4)
+    for part in (slice(0, 2048), slice(2048, 3072), slice(3072, None)):  # last stage, third stage, colour
+        assert np.allclose(np.linalg.norm(descriptor[:, part], axis=1), 1, atol=1e-4)
