@@ -204,7 +204,8 @@ def open_index(service: Service, index_dir: Path, weights: str | None, repo: str
         except ArtifactsError as error:
             if not built_from_sample(index_dir):
                 raise  # someone's own index must be sound: refuse to start rather than serve wrong results
-            print(f"{error} It is the app's starter index: rebuilding it.", flush=True)
+            reason = str(error).split(";")[0]  # the sentence's advice (rebuild, pass --weights) is what happens here
+            print(f"{reason}: it is the app's starter index, so the app rebuilds it.", flush=True)
     service.load_in_background(lambda: starter_index(index_dir, weights))
     return "building"
 
