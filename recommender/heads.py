@@ -38,12 +38,31 @@ class HeadSettings:
     dropout: float = 0.5
     smoothing: float = 0.1
     bf16: bool = True  # autocast where the CPU has bf16: 39 vs 59 s on 2 cores, same accuracy
+    # (The masks drawn by torch.rand, the fused AdamW and ignore_index instead of boolean row selection
+    # took a fashion-dev training from 54 to 23 s. Same accuracy within seed noise, seeds 0 / 1 / 2:
+    # articleType inner 0.891 / 0.894 / 0.890 vs 0.893 / 0.888 / 0.893, held-out 0.910 / 0.910 / 0.908
+    # vs 0.913 / 0.912 / 0.914; gender held-out 0.937 / 0.935 / 0.936 vs 0.936 / 0.938 / 0.934; colour
+    # 0.704 / 0.700 / 0.713 vs 0.700 / 0.701 / 0.706.)
     # At most this many passes over the fit rows, so a small catalog trains in seconds: on the CI gate's
     # 2,000 rows (1,580 fit rows) held-out accuracy articleType / gender / colour / usage was 0.907 /
     # 0.954 / 0.654 / 0.925 after 300 steps (~100 passes) against 0.909 / 0.954 / 0.644 / 0.911 after
     # 1,000, in 13 instead of 47 s; the app's 1,065-item starter index waited 68 s for its heads (now 8 s).
     # fashion-dev (7,661 fit rows) and larger catalogs still take all `steps`.
     epochs: int = 100
+
+
+class Dropout(torch.nn.Module):
+    """torch.nn.Dropout with its mask drawn by torch.rand: on this CPU, Dropout's bernoulli_ took 20 ms of
+    each 56 ms training step (512 x 3136 inputs), torch.rand 5 ms."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype) / (1.0 - self.p)
 
 
 def training_device(device: str | torch.device | None = None) -> torch.device:
@@ -83,12 +102,13 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
     x = torch.from_numpy((chosen - mean) / scale).to(device)
     y = {c: torch.from_numpy(labels[rows]).to(device) for c, (_, labels) in targets.items()}
     torch.manual_seed(0)
-    trunk = torch.nn.Sequential(torch.nn.Dropout(settings.dropout), torch.nn.Linear(x.shape[1], settings.hidden),
-                                torch.nn.GELU(approximate="tanh"), torch.nn.Dropout(settings.dropout))
+    trunk = torch.nn.Sequential(Dropout(settings.dropout), torch.nn.Linear(x.shape[1], settings.hidden),
+                                torch.nn.GELU(approximate="tanh"), Dropout(settings.dropout))
     outputs = torch.nn.ModuleDict({c: torch.nn.Linear(settings.hidden, len(classes)) for c, (classes, _) in targets.items()})
     trunk, outputs = trunk.to(device), outputs.to(device)
     parameters = [*trunk.parameters(), *outputs.parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    # fused: one kernel over all parameters instead of a dozen passes (a fifth of a CPU step before).
+    optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     steps = min(settings.steps, max(1, math.ceil(settings.epochs * len(x) / settings.batch)))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     draws = torch.Generator().manual_seed(0)
@@ -100,10 +120,9 @@ def train_heads(descriptors: np.ndarray, ids: np.ndarray, columns: dict[str, np.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             hidden = trunk(x[batch])
             for column in targets:
-                labels = y[column][batch]
-                known = labels >= 0  # rows whose label is one of this head's classes
-                if known.any():
-                    losses.append(torch.nn.functional.cross_entropy(outputs[column](hidden[known]).float(), labels[known],
+                labels = y[column][batch]  # -1: not one of this head's classes, left out of its loss
+                if (labels >= 0).any():
+                    losses.append(torch.nn.functional.cross_entropy(outputs[column](hidden).float(), labels, ignore_index=-1,
                                                                     label_smoothing=settings.smoothing))
         torch.stack(losses).sum().backward()
         optimiser.step()
