@@ -57,7 +57,7 @@ def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dic
     for start in tqdm(range(0, len(images), 32), desc=desc, unit="batch"):
         chunk = images[start:start + 32]
         batch = np.stack([embedder.model_input(i, trim) for i in chunk])
-        maps = embedder.feature_maps(batch)
+        maps, _ = embedder.feature_maps(batch)  # the last stage (pooling is compared on it)
         out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
         out["gem"].append(torch.nn.functional.normalize(gem_pool(maps), dim=1).numpy())
         out["regional gem"].append(regional_gem(maps).numpy())
