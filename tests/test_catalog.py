@@ -1,12 +1,14 @@
 """Each catalog source yields the same items; broken rows are skipped and counted, never fatal."""
 from __future__ import annotations
 
+import importlib.util
+
 import datasets
 import pytest
 
 from recommender.catalog import CatalogSource
 from recommender.errors import UserError
-from tests.conftest import SAMPLE, make_catalog, sample_rows
+from tests.conftest import ROOT, SAMPLE, make_catalog, sample_rows
 
 
 def _as_dataset(rows: list[list[str]]) -> datasets.Dataset:
@@ -81,3 +83,19 @@ def test_unknown_folder_is_refused_with_a_hint(tmp_path):
         CatalogSource(str(tmp_path))
     with pytest.raises(UserError, match="not found"):
         CatalogSource(str(tmp_path / "missing" / "dir"))
+
+
+def test_repeat_catalog_makes_a_full_size_catalog_of_linked_copies(tmp_path):
+    spec = importlib.util.spec_from_file_location("repeat_catalog", ROOT / "scripts" / "repeat_catalog.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = make_catalog(tmp_path / "small", sample_rows(3))
+    assert module.repeat_catalog(source, tmp_path / "big", 7) == 7
+    items = list(CatalogSource(str(tmp_path / "big")))
+    first = int(sample_rows(1)[1][0])
+    assert len(items) == 7 and len({i.id for i in items}) == 7 and items[3].id == first + module.ID_STRIDE
+    assert items[3].data == items[0].data and (tmp_path / "big" / "images" / f"{items[3].id}.jpg").is_symlink()
+    with pytest.raises(UserError, match="exists already"):
+        module.repeat_catalog(source, tmp_path / "big", 7)
+    with pytest.raises(UserError, match="--count must be a whole number"):
+        module.repeat_catalog(source, tmp_path / "other", 0)

@@ -1,0 +1,65 @@
+"""A full-size test catalog from a small one: its products repeated under new ids (image links, no copies)
+until there are --count of them, so the real precompute can be timed at the full dataset's 44,072 items
+where the Hub is unreachable.
+
+    python scripts/repeat_catalog.py --source ../shared/data/fashion-dev --out /tmp/catalog-44k [--count 44072]
+    /usr/bin/time python scripts/precompute.py --source /tmp/catalog-44k --out /tmp/index-44k --quiet
+
+Copy k of product i gets id i + k * 1,000,000. Its held-out numbers mean nothing (copies of held-out
+products are in the fit part); it is for timing and memory only."""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender.cli import run_cli  # noqa: E402
+from recommender.errors import UserError, whole_number  # noqa: E402
+
+FULL_CATALOG = 44_072
+ID_STRIDE = 1_000_000
+
+
+def repeat_catalog(source: Path, out: Path, count: int) -> int:
+    """Write `out`/styles.csv and `out`/images/ (links into `source`); returns the number of products."""
+    count = whole_number(count, "--count", 1)
+    styles = source / "styles.csv"
+    if not styles.is_file() or not (source / "images").is_dir():
+        raise UserError(f"{source} is not a catalog folder (styles.csv + images/); give the folder of fashion-dev or the Kaggle dataset.")
+    if out.exists():
+        raise UserError(f"{out} exists already; give a new folder.")
+    with styles.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if (source / "images" / f"{r['id']}.jpg").is_file()]
+    if not rows:
+        raise UserError(f"{source} has no products with an image; nothing to repeat.")
+    (out / "images").mkdir(parents=True)
+    with (out / "styles.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for n in range(count):
+            row = dict(rows[n % len(rows)])
+            original, row["id"] = row["id"], str(int(row["id"]) + (n // len(rows)) * ID_STRIDE)
+            os.symlink((source / "images" / f"{original}.jpg").resolve(), out / "images" / f"{row['id']}.jpg")
+            writer.writerow(row)
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--count", type=int, default=FULL_CATALOG)
+    args = parser.parse_args(argv)
+    written = run_cli(lambda: repeat_catalog(args.source, args.out, args.count))
+    if written is None:
+        return 2
+    print(f"{written} products in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
