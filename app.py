@@ -184,7 +184,7 @@ def starter_index(index_dir: Path, weights: str | None) -> Recommender:
 
 def built_from_sample(index_dir: Path) -> bool:
     """Whether the index at `index_dir` is a starter index: built from the bundled sample, so rebuilding it loses nothing."""
-    try:
+    try:  # not artifacts.read_manifest: it refuses other schema versions, one more case where rebuilding is right
         source = json.loads((index_dir / artifacts.MANIFEST).read_text())["source"]["source"]
         return Path(source).resolve() == SAMPLE.resolve()
     except (OSError, ValueError, KeyError, TypeError):

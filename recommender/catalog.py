@@ -12,6 +12,7 @@ from typing import Iterator
 from .errors import UserError
 
 DEFAULT_SOURCE = "ashraq/fashion-product-images-small"
+FULL_CATALOG = 44_072  # products in DEFAULT_SOURCE: what the full-size benchmarks and test catalogs aim at
 # Columns the app filters on, in display order.
 FILTER_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
 ATTRIBUTE_COLUMNS = FILTER_COLUMNS + ("year", "productDisplayName")

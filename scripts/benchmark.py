@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FULL_CATALOG = 44_072
+from recommender.catalog import FULL_CATALOG  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recommender.catalog import FULL_CATALOG, read_styles  # noqa: E402
 from recommender.cli import run_cli  # noqa: E402
 from recommender.errors import UserError, whole_number  # noqa: E402
 
-FULL_CATALOG = 44_072
 ID_STRIDE = 1_000_000
 
 
@@ -32,19 +33,23 @@ def repeat_catalog(source: Path, out: Path, count: int) -> int:
         raise UserError(f"{source} is not a catalog folder (styles.csv + images/); give the folder of fashion-dev or the Kaggle dataset.")
     if out.exists():
         raise UserError(f"{out} exists already; give a new folder.")
-    with styles.open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if (source / "images" / f"{r['id']}.jpg").is_file()]
+    # read_styles: the Kaggle file's names with unquoted commas come back whole (and are quoted on the way out).
+    rows = [r for r in read_styles(styles) if (source / "images" / f"{r['id']}.jpg").is_file()]
     if not rows:
         raise UserError(f"{source} has no products with an image; nothing to repeat.")
-    (out / "images").mkdir(parents=True)
-    with (out / "styles.csv").open("w", newline="", encoding="utf-8") as handle:
+    # Written beside `out` and renamed when complete: an interrupted run leaves no half catalog at `out`.
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+    with (staging / "styles.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         for n in range(count):
             row = dict(rows[n % len(rows)])
             original, row["id"] = row["id"], str(int(row["id"]) + (n // len(rows)) * ID_STRIDE)
-            os.symlink((source / "images" / f"{original}.jpg").resolve(), out / "images" / f"{row['id']}.jpg")
+            os.symlink((source / "images" / f"{original}.jpg").resolve(), staging / "images" / f"{row['id']}.jpg")
             writer.writerow(row)
+    os.replace(staging, out)
     return count
 
 
