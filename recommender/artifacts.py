@@ -1,5 +1,6 @@
 """The artifacts directory: what it holds, its manifest and checksums, atomic publishing and
 verification at load."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,16 +10,20 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from .errors import ArtifactsError
+from .serve.index import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
+
+if TYPE_CHECKING:
+    from .heads import Heads
+    from .search_space import SearchSpace
 
 SCHEMA_VERSION = 2  # 2: descriptors with colour, GeM, trimmed input, PCA + projection + colour search space
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
-FEATURES = "features.npy"  # the descriptors: ResNet50 features (last stage 2048, third stage 1024) + 64-bin colour (heads, projection)
+# The descriptors: ResNet50 features (last stage 2048, third stage 1024) + 64-bin colour; heads and fitting read them.
+FEATURES = "features.npy"
 PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
 METADATA = "metadata.json"
@@ -64,34 +69,38 @@ def library_versions() -> dict[str, str]:
             return "unknown"
 
     return {name: known(name) for name in ("torch", "timm", "hnswlib", "numpy", "pillow", "datasets")} | {
-        "python": sys.version.split()[0]}
+        "python": sys.version.split()[0]
+    }
 
 
-def save_heads(path: Path, heads: dict[str, dict]) -> None:
-    """Each head's output layer, and the hidden layer they share once."""
-    arrays = {f"{column}.{name}": head[name] for column, head in heads.items() for name in ("weight", "bias")}
-    for head in heads.values():
-        if "hidden_weight" in head:
-            arrays.update(hidden_weight=head["hidden_weight"], hidden_bias=head["hidden_bias"])
-    np.savez(path, **arrays)
-
-
-def load_heads(path: Path, described: dict[str, dict]) -> dict[str, dict]:
-    """The heads in `described` (the manifest's entries) with their arrays; indexes from before the
-    hidden layer have softmax regressions only."""
-    with np.load(path) as arrays:
-        shared = {name: arrays[name] for name in ("hidden_weight", "hidden_bias") if name in arrays}
-        return {column: dict(info, weight=arrays[f"{column}.weight"], bias=arrays[f"{column}.bias"], **shared)
-                for column, info in described.items()}
-
-
-def save_projection(path: Path, projection: dict) -> None:
-    np.savez(path, weight=projection["weight"], bias=projection["bias"], basis=projection["basis"])
-
-
-def load_projection(path: Path, info: dict) -> dict:
-    with np.load(path) as arrays:
-        return {"weight": arrays["weight"], "bias": arrays["bias"], "basis": arrays["basis"], "info": info}
+def make_manifest(
+    model: dict,
+    source: dict,
+    params: dict,
+    timings: dict,
+    heads: Heads,
+    space: SearchSpace,
+    space_train_s: float,
+    count: int,
+    feature_dim: int,
+    dim: int,
+    skipped: dict[str, list],
+) -> dict:
+    """The manifest of a finished build (`write_manifest` adds the schema, date and checksums)."""
+    return {
+        "model": model,
+        "dim": dim,
+        "feature_dim": feature_dim,
+        "projection": dict(space.info, train_s=space_train_s),
+        "count": count,
+        "source": source,
+        "build": dict(
+            params, hnsw={"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef": HNSW_EF}, **timings
+        ),
+        "heads": heads.describe(),
+        "skipped": {"counts": {k: len(v) for k, v in skipped.items()}, "items": skipped},
+        "libraries": library_versions(),
+    }
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
@@ -107,14 +116,19 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     rebuild = f"rebuild it with `python scripts/precompute.py --source SRC --out {folder}`"
     if not (folder / MANIFEST).is_file():
         if folder.with_name(folder.name + ".partial").is_dir():
-            raise ArtifactsError(f"The index at {folder} is still being built; wait for precompute to finish (or rerun it to resume).")
+            raise ArtifactsError(
+                f"The index at {folder} is still being built; wait for precompute to finish (or rerun it to resume)."
+            )
         raise ArtifactsError(f"No index at {folder} (manifest.json missing); {rebuild}.")
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ArtifactsError(f"{folder / MANIFEST} is not valid JSON; {rebuild}.") from None
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactsError(f"The index at {folder} has schema version {manifest.get('schema_version')}, this code reads {SCHEMA_VERSION}; {rebuild}.")
+        raise ArtifactsError(
+            f"The index at {folder} has schema version {manifest.get('schema_version')}, "
+            f"this code reads {SCHEMA_VERSION}; {rebuild}."
+        )
     if not verify:
         return manifest
     for name in CHECKSUMMED:
@@ -122,12 +136,15 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
         if not path.is_file():
             raise ArtifactsError(f"{path} is missing; {rebuild}.")
         if sha256_file(path) != manifest.get("files", {}).get(name):
-            raise ArtifactsError(f"{path} does not match its checksum in manifest.json (truncated or edited); {rebuild}.")
+            raise ArtifactsError(
+                f"{path} does not match its checksum in manifest.json (truncated or edited); {rebuild}."
+            )
     count, digest = thumbnails_digest(folder / THUMBNAILS)
     if (count, digest) != (manifest["thumbnails"]["count"], manifest["thumbnails"]["sha256"]):
         raise ArtifactsError(
             f"The thumbnails in {folder / THUMBNAILS} do not match manifest.json ({count} files, "
-            f"{manifest['thumbnails']['count']} expected); restore that folder or {rebuild}.")
+            f"{manifest['thumbnails']['count']} expected); restore that folder or {rebuild}."
+        )
     return manifest
 
 
@@ -148,8 +165,10 @@ def download_from_hub(repo_id: str, dest: Path, repo_type: str = "dataset") -> P
     try:
         snapshot_download(repo_id, repo_type=repo_type, local_dir=str(staging))
     except Exception as exc:  # network, auth, unknown repo: one sentence for the operator
-        raise ArtifactsError(f"Could not download the index from the Hub repo {repo_id} ({type(exc).__name__}); "
-                             "check RECOMMENDER_INDEX_REPO and the Space's network/token.") from None
+        raise ArtifactsError(
+            f"Could not download the index from the Hub repo {repo_id} ({type(exc).__name__}); "
+            "check RECOMMENDER_INDEX_REPO and the Space's network/token."
+        ) from None
     shutil.rmtree(staging / ".cache", ignore_errors=True)
     read_manifest(staging)
     publish(staging, dest)

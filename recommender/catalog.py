@@ -1,21 +1,24 @@
 """Catalog sources behind one interface: a Hub dataset (streamed), a Kaggle-style folder, or a dataset
 saved with `save_to_disk`. Each yields CatalogItems with the raw image bytes, decoded later by the one
 image loader."""
+
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+from PIL import Image
+
 from .errors import UserError
+from .vocabulary import ATTRIBUTE_COLUMNS
 
 DEFAULT_SOURCE = "ashraq/fashion-product-images-small"
 FULL_CATALOG = 44_072  # products in DEFAULT_SOURCE: what the full-size benchmarks and test catalogs aim at
-# Columns the app filters on, in display order.
-FILTER_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
-ATTRIBUTE_COLUMNS = FILTER_COLUMNS + ("year", "productDisplayName")
 
 
 @dataclass
@@ -29,6 +32,7 @@ class CatalogItem:
 @dataclass
 class SkipLog:
     """Items left out of the catalog, by reason; counted, never fatal."""
+
     reasons: dict[str, list] = field(default_factory=dict)
 
     def add(self, reason: str, item_id) -> None:
@@ -85,7 +89,11 @@ class CatalogSource:
         if path.is_dir():
             if (path / "styles.csv").is_file():
                 self.kind = "folder"
-            elif (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            elif (
+                (path / "dataset_info.json").is_file()
+                or (path / "dataset_dict.json").is_file()
+                or (path / "state.json").is_file()
+            ):
                 self.kind = "saved"
             else:
                 raise UserError(
@@ -93,12 +101,29 @@ class CatalogSource:
                     "nor a dataset saved with save_to_disk; point --source at one of those or at a Hub dataset id."
                 )
         elif path.exists() or source.startswith((".", "/")) or source.count("/") != 1:
-            raise UserError(f"Catalog source {source} not found; give a folder with styles.csv + images/, a saved dataset, or a Hub id like {DEFAULT_SOURCE}.")
+            raise UserError(
+                f"Catalog source {source} not found; give a folder with styles.csv + images/, a saved dataset, "
+                f"or a Hub id like {DEFAULT_SOURCE}."
+            )
         else:
             self.kind = "hub"
 
     def describe(self) -> dict:
         return {"source": self.source, "kind": self.kind, "limit": self.limit}
+
+    def typical_side(self, sample: int = 256) -> int | None:
+        """The median longer side, in pixels, of the first `sample` images (from their headers): the
+        resolution the catalog's photos carry detail at. None when none of them can be read."""
+        sides = []
+        for item in CatalogSource(self.source, min(sample, self.limit or sample)):
+            if item.data is None:
+                continue
+            try:
+                with Image.open(io.BytesIO(item.data)) as image:
+                    sides.append(max(image.size))
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+        return int(np.median(sides)) if sides else None
 
     def _rows(self) -> Iterator[tuple[dict, bytes | None]]:
         if self.kind == "folder":

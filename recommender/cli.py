@@ -1,4 +1,5 @@
 """Command-line plumbing shared by the scripts: user errors become one sentence and exit code 2."""
+
 from __future__ import annotations
 
 import sys
@@ -19,3 +20,9 @@ def run_cli(job: Callable[[], T]) -> T | None:
     except KeyboardInterrupt:
         print("Interrupted; rerun the same command to resume from the last complete shard.", file=sys.stderr)
         sys.exit(130)
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """A script's `main`, with a user error printed as one line and exit code 2."""
+    result = run_cli(main)
+    return 2 if result is None else result

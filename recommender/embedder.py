@@ -1,4 +1,5 @@
 """The Embedder owns the model and its preprocessing, so precompute and queries cannot drift apart."""
+
 from __future__ import annotations
 
 import copy
@@ -18,13 +19,11 @@ from .images import ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
 from .weights import load_model, state_dict_sha256
 
-# (height, width): 224 px high, 3:4 like the catalog photos. Against a 224 px square the model runs
-# 1.32x faster (85 -> 112 img/s, batch 32, this 2-core CPU) at about the same quality: held-out P@10
-# articleType 0.745 vs 0.750, shopper-photo rank-1 0.975 vs 0.968 (regional GeM, first 3,000 rows;
-# global GeM on all 9,583 items: 0.765 vs 0.766, 0.918 vs 0.916). Padding each product to its own
-# orientation measured no better (0.767 / 0.910). 160 / 128 px high: 0.717 / 0.711, rank-1 0.924 /
-# 0.873 (scripts/ablate.py).
+# (height, width): 224 px high, 3:4 like the catalog photos: 1.32x faster than a 224 px square at the
+# same quality; smaller inputs lose quality (docs/experiments.md#embedding).
 INPUT_SIZE = (224, 168)
+# How a product sharper than the catalog is brought to the catalog's detail (antialiased shrinking).
+DETAIL_FILTER = Image.Resampling.LANCZOS
 MAX_SIDE_BEFORE_PAD = 1024
 
 
@@ -53,8 +52,10 @@ class Preprocessor:
     into the decode processes; the pixels stay uint8 (half of float16's bytes between processes) and
     the model's batch does the arithmetic of normalising them (Embedder.feature_maps)."""
 
-    def __init__(self, resize: Callable[[Image.Image], Image.Image], aspect: float) -> None:
-        self.resize, self.aspect = resize, aspect
+    def __init__(
+        self, resize: Callable[[Image.Image], Image.Image], aspect: float, detail_side: int | None = None
+    ) -> None:
+        self.resize, self.aspect, self.detail_side = resize, aspect, detail_side
 
     def __call__(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
@@ -63,12 +64,23 @@ class Preprocessor:
 
     def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         """RGB PIL image -> (H, W, 3) uint8: the product trimmed from its background (unless `trim` is
-        False), padded on white to the input's aspect and resized."""
+        False), brought to the catalog's level of detail, padded on white to the input's aspect and resized."""
         image = _bounded(image)
         return self._pixels(trim_background(image) if trim else image)
 
-    def _pixels(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(self.resize(pad_to_aspect(image, self.aspect)).convert("RGB"), np.uint8)
+    def at_catalog_detail(self, product: Image.Image) -> Image.Image:
+        """The product at most `detail_side` px on its longer side: a photo sharper than the catalog's
+        (a shopper's upload) is brought to the detail the catalog's photos carry before the model sees
+        it (docs/experiments.md#real-photos); the catalog's own photos are already within it."""
+        if self.detail_side is None or max(product.size) <= self.detail_side:
+            return product
+        scale = self.detail_side / max(product.size)
+        size = (max(1, round(product.width * scale)), max(1, round(product.height * scale)))
+        return product.resize(size, DETAIL_FILTER)
+
+    def _pixels(self, product: Image.Image) -> np.ndarray:
+        product = self.at_catalog_detail(product)
+        return np.asarray(self.resize(pad_to_aspect(product, self.aspect)).convert("RGB"), np.uint8)
 
 
 class Embedder:
@@ -76,18 +88,21 @@ class Embedder:
     third stage pooled by GeM (1024, unit length), then the product's colour histogram (64, unit length);
     plus the ImageNet logits."""
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None,
-                 precision: str = "auto", input_size: tuple[int, int] = INPUT_SIZE) -> None:
-        weights = weights if weights is not None else os.environ.get("RECOMMENDER_WEIGHTS") or None
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str | None = None,
+        precision: str = "auto",
+        input_size: tuple[int, int] = INPUT_SIZE,
+        detail_side: int | None = None,
+    ) -> None:
         model, self.weights_info = load_model(weights)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.weights_sha256 = state_dict_sha256(model)
         self.labels: list[str] = self.weights_info["layout"].get("labels", [])
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        # cudnn.benchmark stays off: precompute's batches vary in size (the views ride along), and with it
-        # on, an H100's model stage ran 170-1,000 img/s inside builds against 7,755 on one fixed shape,
-        # faster in each later run of the same process: cuDNN timing its kernels for every new size.
-        # (The H100 time ran out before a rerun with it off.)
+        # cudnn.benchmark stays off: precompute's batches vary in size (the views ride along), and cuDNN
+        # would time its kernels again for every new size (docs/benchmarks.md#gpu).
         if precision == "auto":
             precision = "bf16" if bf16_supported(self.device) else "fp32"
         self.precision = precision
@@ -113,10 +128,23 @@ class Embedder:
             "mean": [round(float(v), 6) for v in config["mean"]],
             "std": [round(float(v), 6) for v in config["std"]],
         }
+        self.detail_side = detail_side
         # One forward pass at a time: two requests sharing 2 cores only slow each other down and double
-        # peak memory. (A dedicated model thread was tried: each thread's OpenMP team then spins against
-        # the other's, and a query's features took 51 ms instead of 29.)
+        # peak memory (a dedicated model thread was slower: two OpenMP teams spin against each other).
         self._lock = threading.Lock()
+
+    @property
+    def detail_side(self) -> int | None:
+        """The longest side, in px, a product keeps before the model sees it: the catalog's typical photo
+        size, set by the build (CatalogSource.typical_side) and by the index a Recommender loads."""
+        return self.preprocessor.detail_side
+
+    @detail_side.setter
+    def detail_side(self, side: int | None) -> None:
+        self.preprocessor.detail_side = None if side is None else int(side)
+        self.preprocessing.pop("detail_side", None)
+        if side is not None:
+            self.preprocessing["detail_side"] = int(side)
 
     @property
     def feature_dim(self) -> int:
@@ -153,10 +181,9 @@ class Embedder:
 
     def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         """The feature extractor frozen by TorchScript in the run precision. Freezing folds batch norm
-        into the convolutions and lets oneDNN fuse conv+ReLU+add: on this 2-core AVX-512-BF16 CPU, 80
-        img/s at batch 32 and 14 ms for one image, against 60 img/s and 26 ms with bf16 autocast
-        (cosine to fp32 >= 0.999). torch.jit is deprecated in favour of torch.compile, which costs
-        minutes of compilation at every start; torch is pinned, so the warning is silenced here."""
+        into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16 autocast's speed, cosine to
+        fp32 >= 0.999 (docs/benchmarks.md#model). torch.jit is deprecated in favour of torch.compile, which
+        costs minutes of compilation at every start; torch is pinned, so the warning is silenced here."""
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         backbone = copy.deepcopy(self.model).to(dtype).eval()
 
@@ -196,8 +223,7 @@ class Embedder:
     def forward(self, pixels: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(n, H, W, 3) uint8 pixels -> (CNN features: the last stage's unit regional GeM, then the third
         stage's unit GeM; ImageNet logits), as float32 numpy. The third stage is what the heads gained most
-        from: held-out accuracy articleType / gender / colour 0.898 / 0.925 / 0.682 without it, 0.907 /
-        0.940 / 0.706 with it (README, "Measured choices")."""
+        from (docs/experiments.md#embedding)."""
         maps, mid = self.feature_maps(pixels)
         with torch.inference_mode():
             pooled = torch.cat([regional_gem(maps), torch.nn.functional.normalize(gem_pool(mid), dim=1)], dim=1)
@@ -214,8 +240,10 @@ class Embedder:
     def embed(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         """Images of any supported input kind -> (n, dim) float32 descriptors, `batch_size` at a time (a
         forward pass over thousands at once would need tens of GB for the intermediate maps)."""
-        chunks = [self.descriptors([self.preprocess(load_image(img)) for img in images[start:start + batch_size]])
-                  for start in range(0, len(images), batch_size)]
+        chunks = [
+            self.descriptors([self.preprocess(load_image(img)) for img in images[start : start + batch_size]])
+            for start in range(0, len(images), batch_size)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def embed_one(self, image: ImageInput) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Errors a user can cause: each carries one sentence that says what is wrong and what to do."""
+
 from __future__ import annotations
 
 import numbers

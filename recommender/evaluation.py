@@ -1,6 +1,7 @@
 """Quality measured on a built index: retrieval precision, robustness to shopper photos, filtered
 recall, head accuracy and the lift from feedback. Queries never count themselves or byte-identical
 copies of their image."""
+
 from __future__ import annotations
 
 import random
@@ -12,32 +13,33 @@ from PIL import Image
 from tqdm import tqdm
 
 from .augment import rephotograph
-from .heads import scores
+from .heads import Heads
 from .images import load_image
 from .metadata import Metadata
-from .ranking import POOL, promote_closest
+from .serve.index import top_k
+from .serve.ranking import POOL, promote_closest
 
 if TYPE_CHECKING:
-    from .recommender import Recommender
+    from .serve.recommender import Recommender
 
 
-def neighbours(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: int, batch: int = 512,
-               appearance_dims: int = 0) -> np.ndarray:
+def neighbours(
+    embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, k: int, batch: int = 512, appearance_dims: int = 0
+) -> np.ndarray:
     """(len(rows), k) exact top-k catalog rows per query row, without the query or identical images;
     with `appearance_dims`, ordered as the app orders them (ranking.promote_closest)."""
     embeddings = np.asarray(embeddings, np.float32)
     sha = metadata.image_sha
-    pool = min(max(k, POOL) if appearance_dims else k, len(embeddings) - 1)  # argpartition needs pool < n
+    pool = min(max(k, POOL) if appearance_dims else k, len(embeddings) - 1)  # the query itself is never among them
     out = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
+        chunk = rows[start : start + batch]
         scores = embeddings[chunk] @ embeddings.T
         scores[np.arange(len(chunk)), chunk] = -np.inf
         for i, row in enumerate(chunk):
             if sha[row]:
                 scores[i, sha == sha[row]] = -np.inf
-            top = np.argpartition(-scores[i], pool)[:pool]
-            top = top[np.argsort(-scores[i, top], kind="stable")]
+            top = top_k(scores[i], pool)
             if appearance_dims:
                 top, _ = promote_closest(top, scores[i, top], embeddings, embeddings[row], appearance_dims)
             out[start + i] = top[:k]
@@ -54,8 +56,14 @@ def precision_and_map(hits: np.ndarray, relevant: np.ndarray, k: int) -> tuple[f
     return float(precision.mean()), float(ap.mean())
 
 
-def leave_one_out_precision(embeddings: np.ndarray, metadata: Metadata, field: str, k: int = 10,
-                            queries: np.ndarray | None = None, appearance_dims: int = 0) -> float:
+def leave_one_out_precision(
+    embeddings: np.ndarray,
+    metadata: Metadata,
+    field: str,
+    k: int = 10,
+    queries: np.ndarray | None = None,
+    appearance_dims: int = 0,
+) -> float:
     """Mean share of a query's top-k neighbours that share its `field` value (the CI gate's number)."""
     rows = np.arange(len(metadata)) if queries is None else np.asarray(queries)
     labels = metadata.columns[field]
@@ -63,8 +71,14 @@ def leave_one_out_precision(embeddings: np.ndarray, metadata: Metadata, field: s
     return float((labels[top] == labels[rows][:, None]).mean())
 
 
-def retrieval_report(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray, fields: tuple[str, ...],
-                     ks: tuple[int, ...] = (1, 5, 10), appearance_dims: int = 0) -> dict:
+def retrieval_report(
+    embeddings: np.ndarray,
+    metadata: Metadata,
+    rows: np.ndarray,
+    fields: tuple[str, ...],
+    ks: tuple[int, ...] = (1, 5, 10),
+    appearance_dims: int = 0,
+) -> dict:
     top = neighbours(embeddings, metadata, rows, max(ks), appearance_dims=appearance_dims)
     report = {}
     for field in fields:
@@ -79,8 +93,11 @@ def retrieval_report(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarra
             report[field][f"P@{k}"], report[field][f"mAP@{k}"] = round(p, 4), round(m, 4)
     article = metadata.columns["articleType"]
     hits10 = (article[top[:, :10]] == article[rows][:, None]).mean(axis=1)
-    report["per_articleType_P@10"] = {str(t): round(float(hits10[article[rows] == t].mean()), 4)
-                                      for t in np.unique(article[rows]) if (article[rows] == t).sum() >= 5}
+    report["per_articleType_P@10"] = {
+        str(t): round(float(hits10[article[rows] == t].mean()), 4)
+        for t in np.unique(article[rows])
+        if (article[rows] == t).sum() >= 5
+    }
     return report
 
 
@@ -110,33 +127,80 @@ def shopper_photo_robustness(rec: "Recommender", data: Path, rows: np.ndarray, n
     return {"rank1": round(rank1 / len(chosen), 4), "top10": round(top10 / len(chosen), 4), "queries": len(chosen)}
 
 
-def classification_report(heads: dict[str, dict], embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:
+def real_photo_report(
+    rec: "Recommender",
+    photos: Path,
+    rows: np.ndarray,
+    fields: tuple[str, ...] = ("articleType", "gender", "baseColour"),
+) -> dict:
+    """Real higher-resolution photos of held-out products (`photos/images/<id>.jpg`) through the full
+    query path: the product itself (or a byte-identical catalog image) first / in the top 10; P@10 of
+    the other results per field; the heads' accuracy on the photos."""
+    md, sha = rec.metadata, rec.metadata.image_sha
+    rows = np.array([r for r in rows if (photos / "images" / f"{int(md.ids[r])}.jpg").is_file()], np.int64)
+    rank1 = top10 = 0
+    precision: dict[str, list[float]] = {f: [] for f in fields}
+    correct: dict[str, list[bool]] = {h: [] for h in rec.heads}
+    for row in tqdm(rows, desc="real photos", unit="q"):
+        query = rec.query(load_image(photos / "images" / f"{int(md.ids[row])}.jpg"))
+        found = [md.row_of(m.id) for m in rec.search_vector(query.vector, 11)]
+        same = [r == row or bool(sha[row] and sha[r] == sha[row]) for r in found]
+        rank1 += same[0]
+        top10 += any(same[:10])
+        others = [r for r, s in zip(found, same) if not s][:10]
+        for field in fields:
+            precision[field].append(float(np.mean([md.columns[field][r] == md.columns[field][row] for r in others])))
+        for column in rec.heads:
+            classes = rec.heads[column].classes
+            truth = str(md.columns[column][row])
+            if truth in classes:
+                correct[column].append(classes[int(np.argmax(query.probabilities[column]))] == truth)
+    n = max(len(rows), 1)
+    return {
+        "rank1": round(rank1 / n, 4),
+        "top10": round(top10 / n, 4),
+        "queries": int(len(rows)),
+        "P@10": {f: round(float(np.mean(v)), 4) for f, v in precision.items()},
+        "heads": {h: round(float(np.mean(v)), 4) for h, v in correct.items() if v},
+    }
+
+
+def classification_report(heads: Heads, descriptors: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:
+    """Per head: accuracy and macro-F1 on `rows` (the confusion matrix for article type)."""
     report = {}
-    x = np.asarray(embeddings[rows], np.float32)
-    logits = scores(heads, x)
-    for column, head in heads.items():
-        lookup = {c: i for i, c in enumerate(head["classes"])}
+    logits = heads.scores(np.asarray(descriptors[rows], np.float32))
+    for column in heads:
+        classes = heads[column].classes
+        lookup = {c: i for i, c in enumerate(classes)}
         truth = np.array([lookup.get(str(v), -1) for v in metadata.columns[column][rows]])
         known = truth >= 0
         predicted = np.argmax(logits[column][known], axis=1)
         f1s = []
-        for c in range(len(head["classes"])):
+        for c in range(len(classes)):
             tp = np.sum((predicted == c) & (truth[known] == c))
             fp, fn = np.sum((predicted == c) & (truth[known] != c)), np.sum((predicted != c) & (truth[known] == c))
             if tp + fn:
                 f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
-        report[column] = {"accuracy": round(float((predicted == truth[known]).mean()), 4),
-                          "macro_f1": round(float(np.mean(f1s)), 4), "rows": int(known.sum())}
+        report[column] = {
+            "accuracy": round(float((predicted == truth[known]).mean()), 4),
+            "macro_f1": round(float(np.mean(f1s)), 4),
+            "rows": int(known.sum()),
+        }
         if column == "articleType":
-            confusion = np.zeros((len(head["classes"]),) * 2, np.int64)
+            confusion = np.zeros((len(classes),) * 2, np.int64)
             np.add.at(confusion, (truth[known], predicted), 1)
-            report[column]["classes"], report[column]["confusion"] = head["classes"], confusion.tolist()
+            report[column]["classes"], report[column]["confusion"] = classes, confusion.tolist()
     return report
 
 
-def feedback_lift(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray,
-                  update: Callable[[np.ndarray, list[np.ndarray], list[np.ndarray]], np.ndarray],
-                  k: int = 10, rounds: int = 2) -> dict:
+def feedback_lift(
+    embeddings: np.ndarray,
+    metadata: Metadata,
+    rows: np.ndarray,
+    update: Callable[[np.ndarray, list[np.ndarray], list[np.ndarray]], np.ndarray],
+    k: int = 10,
+    rounds: int = 2,
+) -> dict:
     """A simulated shopper likes the results with the query's article type and colour, dislikes the
     rest, for `rounds` rounds; P@10 (same type and colour) before and after."""
     embeddings = np.asarray(embeddings, np.float32)
@@ -150,7 +214,7 @@ def feedback_lift(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray,
         for round_ in range(rounds + 1):
             scores = embeddings @ query
             scores[excluded] = -np.inf
-            top = np.argpartition(-scores, k)[:k]
+            top = top_k(scores, k)
             precision = float(wanted[top].mean())
             if round_ == 0:
                 before.append(precision)
@@ -160,5 +224,36 @@ def feedback_lift(embeddings: np.ndarray, metadata: Metadata, rows: np.ndarray,
             liked += [embeddings[t] for t in top if wanted[t]]
             disliked += [embeddings[t] for t in top if not wanted[t]]
             query = update(embeddings[row], liked, disliked)
-    return {"P@10_type_and_colour_before": round(float(np.mean(before)), 4),
-            "P@10_type_and_colour_after": round(float(np.mean(after)), 4), "rounds": rounds, "queries": len(rows)}
+    return {
+        "P@10_type_and_colour_before": round(float(np.mean(before)), 4),
+        "P@10_type_and_colour_after": round(float(np.mean(after)), 4),
+        "rounds": rounds,
+        "queries": len(rows),
+    }
+
+
+def filtered_recall(rec: "Recommender", rows: np.ndarray, n: int = 200, k: int = 10) -> dict:
+    """Recall@k of the shipped search path against exact filtered brute force, with no filter, common
+    filters, the rarest article type with at least k items and a combined filter."""
+    md = rec.metadata
+    article_counts = {v: int((md.columns["articleType"] == v).sum()) for v in md.values("articleType")}
+    rare = min((v for v, c in article_counts.items() if c >= k), key=article_counts.get)
+    cases = {
+        "none": None,
+        "common: gender=Men": {"gender": "Men"},
+        "common: masterCategory=Apparel": {"masterCategory": "Apparel"},
+        f"rare: articleType={rare} ({article_counts[rare]} items)": {"articleType": rare},
+        "combined: Women + Footwear": {"gender": "Women", "masterCategory": "Footwear"},
+    }
+    out = {}
+    for name, filters in cases.items():
+        mask = md.mask(filters)
+        allowed = np.arange(len(md)) if mask is None else np.flatnonzero(mask)
+        recalls = []
+        for row in rows[:n]:
+            q = np.asarray(rec.index.embeddings[row], np.float32)
+            got = rec.index.search(q, k, mask)[0]
+            exact = rec.index.exact(q, k, allowed)[0]
+            recalls.append(len(set(got) & set(exact)) / len(exact))
+        out[name] = round(float(np.mean(recalls)), 4)
+    return out

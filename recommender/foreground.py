@@ -4,6 +4,7 @@ Catalog photos are products on a plain (mostly white) background; a shopper's ph
 adds margin, a crop, a slightly different exposure. Cropping both to the product before the model
 sees them puts the product at the same scale, and the product's own pixels give a colour descriptor
 that ResNet50's pooled features lose (they group by shape)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ TOLERANCE = 24
 MIN_SHARE = 0.02
 # The colour descriptor: 4 levels per RGB channel = 64 bins, of the product's pixels.
 LEVELS = 4
-COLOUR_BINS = LEVELS ** 3
+COLOUR_BINS = LEVELS**3
 _MASK_SIDE = 128  # the mask is found on a copy at most this large: cheap for a 12 MP upload
 
 

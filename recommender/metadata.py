@@ -1,4 +1,5 @@
 """The catalog's attribute table, aligned row for row with the embeddings, and the one filter logic."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from .catalog import ATTRIBUTE_COLUMNS, FILTER_COLUMNS
 from .errors import UserError
+from .vocabulary import ANY, ATTRIBUTE_COLUMNS, FILTER_COLUMNS
 
 FilterValue = Union[str, Sequence[str], None]
 Filters = Mapping[str, FilterValue]
-ANY = ("", "All", "all", "Any", None)
 
 
 class Metadata:
@@ -61,8 +61,11 @@ class Metadata:
         return mask
 
     def save(self, path: Path) -> None:
-        payload = {"ids": self.ids.tolist(), "image_sha": self.image_sha.tolist(),
-                   "columns": {c: self.columns[c].tolist() for c in ATTRIBUTE_COLUMNS}}
+        payload = {
+            "ids": self.ids.tolist(),
+            "image_sha": self.image_sha.tolist(),
+            "columns": {c: self.columns[c].tolist() for c in ATTRIBUTE_COLUMNS},
+        }
         path.write_text(json.dumps(payload, ensure_ascii=False))
 
     @classmethod

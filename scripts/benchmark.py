@@ -6,6 +6,7 @@ Measures: precompute throughput of the real pipeline vs a naive per-image fp32 l
 images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
 and app peak RSS for the real catalog and for a synthetic full-size (44k) catalog in the index's dimension;
 the time to fit heads and search space at 44k, and from all of it the whole 44k precompute time."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recommender.catalog import FULL_CATALOG  # noqa: E402
+from recommender.catalog import FULL_CATALOG
+from recommender.cli import run_main
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,10 +34,10 @@ def throughput_runs(kind: str, data: Path, weights: str | None, images: int, rep
     and forward passes/s counting the synthetic views); "naive": one image at a time, fp32 eager."""
     import torch
 
+    from recommender.build import embed_catalog
     from recommender.catalog import CatalogSource
     from recommender.embedder import Embedder
     from recommender.images import load_image
-    from recommender.pipeline import embed_catalog
 
     items = [i for i in CatalogSource(str(data), images) if i.data]
     runs = []
@@ -73,10 +73,28 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
         env.pop("OMP_WAIT_POLICY", None)
         if policy:
             env["OMP_WAIT_POLICY"] = policy
-        child = subprocess.run([sys.executable, __file__, "--throughput-only", kind, "--index", str(args.index), "--data",
-                                str(args.data), "--out", str(args.out), "--images", str(args.images), "--repeats",
-                                str(args.repeats)] + (["--weights", args.weights] if args.weights else []),
-                               env=env, capture_output=True, text=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--throughput-only",
+                kind,
+                "--index",
+                str(args.index),
+                "--data",
+                str(args.data),
+                "--out",
+                str(args.out),
+                "--images",
+                str(args.images),
+                "--repeats",
+                str(args.repeats),
+            ]
+            + (["--weights", args.weights] if args.weights else []),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if child.returncode:
             raise RuntimeError(f"the {kind} throughput run failed:\n{child.stderr[-2000:]}")
         out[kind] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -85,11 +103,17 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
     naive = statistics.median(r[0] for r in out["naive"])
     # pipeline_img_s counts catalog items; the pipeline also embeds a synthetic view of ~1 fit item in 4
     # (training data for the projection), which forward_img_s counts too.
-    return {"images": args.images, "repeats": args.repeats,
-            "pipeline_img_s": round(pipeline, 1), "forward_img_s": round(forward, 1), "naive_img_s": round(naive, 1),
-            "speedup": round(pipeline / naive, 2), "forward_speedup": round(forward / naive, 2),
-            "pipeline_runs": [[round(v, 1) for v in r] for r in out["pipeline"]],
-            "naive_runs": [round(r[0], 1) for r in out["naive"]]}
+    return {
+        "images": args.images,
+        "repeats": args.repeats,
+        "pipeline_img_s": round(pipeline, 1),
+        "forward_img_s": round(forward, 1),
+        "naive_img_s": round(naive, 1),
+        "speedup": round(pipeline / naive, 2),
+        "forward_speedup": round(forward / naive, 2),
+        "pipeline_runs": [[round(v, 1) for v in r] for r in out["pipeline"]],
+        "naive_runs": [round(r[0], 1) for r in out["naive"]],
+    }
 
 
 def query_latency(index: Path, data: Path, weights: str | None, queries: int) -> dict:
@@ -112,20 +136,27 @@ def query_latency(index: Path, data: Path, weights: str | None, queries: int) ->
         t0 = time.perf_counter()
         rec.index.exact(q, 12)
         exact_ms.append(1e3 * (time.perf_counter() - t0))
-    summary = lambda v: {"p50": round(percentile(v, 50), 3), "p95": round(percentile(v, 95), 3)}  # noqa: E731
-    return {"queries": len(ids), "catalog": len(rec.metadata), "search_ms": summary(search_ms),
-            "hnsw_ms": summary(hnsw_ms), "exact_ms": summary(exact_ms)}
+
+    def summary(values: list[float]) -> dict:
+        return {"p50": round(percentile(values, 50), 3), "p95": round(percentile(values, 95), 3)}
+
+    return {
+        "queries": len(ids),
+        "catalog": len(rec.metadata),
+        "search_ms": summary(search_ms),
+        "hnsw_ms": summary(hnsw_ms),
+        "exact_ms": summary(exact_ms),
+    }
 
 
 RSS_PROBE = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 import gradio  # noqa: F401  (the app process has it loaded)
 from recommender.embedder import Embedder
-from recommender.index import VectorIndex
-embedder = Embedder(sys.argv[4] or None)
-index = VectorIndex.load(sys.argv[2], sys.argv[3])
+from recommender.serve.index import VectorIndex
+embedder = Embedder(sys.argv[3] or None)
+index = VectorIndex.load(sys.argv[1], sys.argv[2])
 from PIL import Image
 rng = np.random.default_rng(0)
 for i in range(20):
@@ -141,15 +172,19 @@ print(json.dumps({"rss_mb": round(int(hwm) / 1024, 1)}))
 
 
 def app_rss(embeddings: Path, hnsw: Path, weights: str | None) -> float:
-    result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(Path(__file__).resolve().parents[1]), str(embeddings),
-                             str(hnsw), weights or ""], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(embeddings), str(hnsw), weights or ""],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])["rss_mb"]
 
 
 def index_scale(index: Path, weights: str | None) -> dict:
     """Build time and app peak RSS for the real catalog and a synthetic full-size one."""
     from recommender import artifacts
-    from recommender.index import build_hnsw
+    from recommender.serve.index import build_hnsw
 
     real = np.load(index / artifacts.EMBEDDINGS)
     out = {}
@@ -164,8 +199,11 @@ def index_scale(index: Path, weights: str | None) -> dict:
             np.save(Path(tmp) / f"{name}.npy", vectors)
             hnsw.save_index(str(Path(tmp) / f"{name}.hnsw"))
             del hnsw
-            out[name] = {"items": len(vectors), "build_s": round(build_s, 2),
-                         "rss_mb": app_rss(Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights)}
+            out[name] = {
+                "items": len(vectors),
+                "build_s": round(build_s, 2),
+                "rss_mb": app_rss(Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights),
+            }
     return out
 
 
@@ -176,9 +214,9 @@ def fit_scale(index: Path) -> dict:
     from recommender import artifacts
     from recommender.augment import gets_view
     from recommender.heads import train_heads
-    from recommender.index import build_hnsw
     from recommender.metadata import Metadata
-    from recommender.projection import project, train_projection
+    from recommender.search_space import fit_search_space
+    from recommender.serve.index import build_hnsw
 
     metadata = Metadata.load(index / artifacts.METADATA)
     features = np.load(index / artifacts.FEATURES)
@@ -192,15 +230,20 @@ def fit_scale(index: Path) -> dict:
     t0 = time.perf_counter()
     heads = train_heads(descriptors, ids, columns)
     heads_s = time.perf_counter() - t0
-    projection = train_projection(descriptors, ids, columns, views, ids[viewed], heads)
-    vectors = project(projection, descriptors, heads)
+    space = fit_search_space(descriptors, ids, columns, views, ids[viewed], heads)
+    vectors = space.project(descriptors, heads)
     projection_s = time.perf_counter() - t0 - heads_s
     # The index over these catalog-like vectors: the Gaussian catalog of index_scale has no neighbourhood
     # structure and is HNSW's worst case (54 s against ~6 s here), a bound, not an estimate.
     t0 = time.perf_counter()
     build_hnsw(vectors)
-    return {"items": FULL_CATALOG, "views": len(viewed), "heads_s": round(heads_s, 1),
-            "projection_s": round(projection_s, 1), "index_build_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "items": FULL_CATALOG,
+        "views": len(viewed),
+        "heads_s": round(heads_s, 1),
+        "projection_s": round(projection_s, 1),
+        "index_build_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--weights")
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
     parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
@@ -227,26 +274,47 @@ def main(argv: list[str] | None = None) -> int:
     result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
     fit = result["fit_44k"] = fit_scale(args.index)
     # The whole 44k precompute: every forward pass at the measured rate, then fitting, then the index.
-    result["full_catalog_precompute_min"] = round(((fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
-                                                   + fit["heads_s"] + fit["projection_s"] + fit["index_build_s"]) / 60, 1)
+    result["full_catalog_precompute_min"] = round(
+        (
+            (fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
+            + fit["heads_s"]
+            + fit["projection_s"]
+            + fit["index_build_s"]
+        )
+        / 60,
+        1,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     p, s = result["precompute"], result
-    print(f"""
-| measure | value |
-|---|---|
-| precompute, real pipeline, catalog items | {p['pipeline_img_s']} img/s ({p['speedup']}x naive) |
-| precompute, real pipeline, forward passes (items + synthetic views) | {p['forward_img_s']} img/s ({p['forward_speedup']}x naive) |
-| precompute, naive per-image fp32 loop | {p['naive_img_s']} img/s |
-| Recommender.search p50 / p95 | {s['search_ms']['p50']:.1f} / {s['search_ms']['p95']:.1f} ms |
-| HNSW alone p50 / p95 | {s['hnsw_ms']['p50']:.3f} / {s['hnsw_ms']['p95']:.3f} ms |
-| exact brute force p50 ({s['catalog']} items) | {s['exact_ms']['p50']:.2f} ms |
-| index build, real {s['index']['real']['items']} / synthetic 44k | {s['index']['real']['build_s']} / {s['index']['synthetic_44k']['build_s']} s |
-| app peak RSS, real / synthetic 44k | {s['index']['real']['rss_mb']} / {s['index']['synthetic_44k']['rss_mb']} MB |
-| fitting heads / search space / index, 44k items + {s['fit_44k']['views']} views | {s['fit_44k']['heads_s']} / {s['fit_44k']['projection_s']} / {s['fit_44k']['index_build_s']} s |
-| whole 44k precompute (forward passes at the rate above + fitting + index) | {s['full_catalog_precompute_min']} min |""")
+    index, fit = s["index"], s["fit_44k"]
+    rows = [
+        ("precompute, real pipeline, catalog items", f"{p['pipeline_img_s']} img/s ({p['speedup']}x naive)"),
+        (
+            "precompute, real pipeline, forward passes (items + synthetic views)",
+            f"{p['forward_img_s']} img/s ({p['forward_speedup']}x naive)",
+        ),
+        ("precompute, naive per-image fp32 loop", f"{p['naive_img_s']} img/s"),
+        ("Recommender.search p50 / p95", f"{s['search_ms']['p50']:.1f} / {s['search_ms']['p95']:.1f} ms"),
+        ("HNSW alone p50 / p95", f"{s['hnsw_ms']['p50']:.3f} / {s['hnsw_ms']['p95']:.3f} ms"),
+        (f"exact brute force p50 ({s['catalog']} items)", f"{s['exact_ms']['p50']:.2f} ms"),
+        (
+            f"index build, real {index['real']['items']} / synthetic 44k",
+            f"{index['real']['build_s']} / {index['synthetic_44k']['build_s']} s",
+        ),
+        ("app peak RSS, real / synthetic 44k", f"{index['real']['rss_mb']} / {index['synthetic_44k']['rss_mb']} MB"),
+        (
+            f"fitting heads / search space / index, 44k items + {fit['views']} views",
+            f"{fit['heads_s']} / {fit['projection_s']} / {fit['index_build_s']} s",
+        ),
+        (
+            "whole 44k precompute (forward passes at the rate above + fitting + index)",
+            f"{s['full_catalog_precompute_min']} min",
+        ),
+    ]
+    print("\n| measure | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

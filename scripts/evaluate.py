@@ -1,55 +1,40 @@
 """Measure a built index on real data, on the held-out part of the split by product id.
 
     python scripts/evaluate.py --index DIR --data ../shared/data/fashion-dev --out reports/eval [--weights PATH]
-                               [--ablations ABLATE.json]
+                               [--real-photos ../shared/data/fashion-dev-hires] [--ablations ABLATE.json]
 
 Writes report.json, report.md and PNG plots to --out; with --ablations (the output of scripts/ablate.py)
-also the effect of each setting, as a plot and tables."""
+also the effect of each setting, as a plot and tables. Real photos: the same products photographed at a
+higher resolution (`DIR/images/<id>.jpg`), by default the folder `<data>-hires` beside --data if there
+is one."""
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recommender import Recommender, artifacts  # noqa: E402
-from recommender.cli import run_cli  # noqa: E402
-from recommender.errors import UserError  # noqa: E402
-from recommender.evaluation import classification_report, feedback_lift, retrieval_report, shopper_photo_robustness  # noqa: E402
-from recommender.projection import appearance_dims  # noqa: E402
-from recommender.service import rocchio  # noqa: E402
-from recommender.split import heldout_mask  # noqa: E402
+from recommender import Recommender, artifacts
+from recommender.cli import run_cli
+from recommender.errors import UserError
+from recommender.evaluation import (
+    classification_report,
+    feedback_lift,
+    filtered_recall,
+    real_photo_report,
+    retrieval_report,
+    shopper_photo_robustness,
+)
+from recommender.runtime import configure_runtime
+from recommender.serve.ranking import rocchio
+from recommender.split import heldout_mask
 
 FIELDS = ("articleType", "subCategory", "gender", "masterCategory", "baseColour")
-
-
-def filtered_recall(rec: Recommender, rows: np.ndarray, n: int = 200, k: int = 10) -> dict:
-    """Recall@k of the shipped search path against exact filtered brute force."""
-    md = rec.metadata
-    article_counts = {v: int((md.columns["articleType"] == v).sum()) for v in md.values("articleType")}
-    rare = min((v for v, c in article_counts.items() if c >= k), key=article_counts.get)
-    cases = {"none": None, "common: gender=Men": {"gender": "Men"},
-             "common: masterCategory=Apparel": {"masterCategory": "Apparel"},
-             f"rare: articleType={rare} ({article_counts[rare]} items)": {"articleType": rare},
-             "combined: Women + Footwear": {"gender": "Women", "masterCategory": "Footwear"}}
-    queries = rows[:n]
-    out = {}
-    for name, filters in cases.items():
-        mask = md.mask(filters)
-        allowed = np.arange(len(md)) if mask is None else np.flatnonzero(mask)
-        recalls = []
-        for row in queries:
-            q = np.asarray(rec.index.embeddings[row], np.float32)
-            got = rec.index.search(q, k, mask)[0]
-            exact = rec.index.exact(q, k, allowed)[0]
-            recalls.append(len(set(got) & set(exact)) / len(exact))
-        out[name] = round(float(np.mean(recalls)), 4)
-    return out
 
 
 def plots(report: dict, out: Path) -> None:
@@ -88,8 +73,12 @@ def plots(report: dict, out: Path) -> None:
         for ax, (part, settings) in zip(np.atleast_1d(axes), parts.items()):
             names, metrics = list(settings), list(next(iter(settings.values())))
             for j, metric in enumerate(metrics):
-                ax.barh(np.arange(len(names)) + j / (len(metrics) + 1), [settings[n][metric] for n in names],
-                        height=1 / (len(metrics) + 1), label=metric)
+                ax.barh(
+                    np.arange(len(names)) + j / (len(metrics) + 1),
+                    [settings[n][metric] for n in names],
+                    height=1 / (len(metrics) + 1),
+                    label=metric,
+                )
             ax.set_yticks(np.arange(len(names)) + 0.3, [n[:70] for n in names], fontsize=7)
             ax.invert_yaxis()
             ax.set_xlim(0.3, 1)
@@ -101,21 +90,49 @@ def plots(report: dict, out: Path) -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Evaluation report", "", f"Index: `{report['index']}` ({report['catalog_items']} items); "
-             f"{report['heldout_queries']} held-out queries (split by product id).", "",
-             "| field | P@1 | P@5 | P@10 | mAP@10 |", "|---|---|---|---|---|"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Index: `{report['index']}` ({report['catalog_items']} items); "
+        f"{report['heldout_queries']} held-out queries (split by product id).",
+        "",
+        "| field | P@1 | P@5 | P@10 | mAP@10 |",
+        "|---|---|---|---|---|",
+    ]
     for field in FIELDS:
         r = report["retrieval"][field]
         lines.append(f"| {field} | {r['P@1']:.3f} | {r['P@5']:.3f} | {r['P@10']:.3f} | {r['mAP@10']:.3f} |")
-    lines += ["", f"Shopper photos: rank-1 {report['shopper_photo']['rank1']:.3f}, top-10 {report['shopper_photo']['top10']:.3f} "
-              f"({report['shopper_photo']['queries']} queries).", "", f"HNSW recall@10 vs exact: {report['hnsw_recall@10']:.4f}", "",
-              "| filter | recall@10 |", "|---|---|"]
+    lines += [
+        "",
+        f"Shopper photos: rank-1 {report['shopper_photo']['rank1']:.3f}, top-10 {report['shopper_photo']['top10']:.3f} "
+        f"({report['shopper_photo']['queries']} queries).",
+        "",
+    ]
+    if "real_photo" in report:
+        r = report["real_photo"]
+        lines += [
+            f"Real photos: rank-1 {r['rank1']:.3f}, top-10 {r['top10']:.3f} ({r['queries']} queries); P@10 "
+            + ", ".join(f"{f} {v:.3f}" for f, v in r["P@10"].items())
+            + "; heads "
+            + ", ".join(f"{h} {v:.3f}" for h, v in r["heads"].items())
+            + ".",
+            "",
+        ]
+    lines += [
+        f"HNSW recall@10 vs exact: {report['hnsw_recall@10']:.4f}",
+        "",
+        "| filter | recall@10 |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {value:.4f} |" for name, value in report["filtered_recall@10"].items()]
     lines += ["", "| head | accuracy | macro-F1 |", "|---|---|---|"]
     lines += [f"| {h} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} |" for h, v in report["heads"].items()]
     f = report["personalisation"]
-    lines += ["", f"Feedback (Rocchio, {f['rounds']} rounds): P@10 of same type and colour "
-              f"{f['P@10_type_and_colour_before']:.3f} → {f['P@10_type_and_colour_after']:.3f}."]
+    lines += [
+        "",
+        f"Feedback (Rocchio, {f['rounds']} rounds): P@10 of same type and colour "
+        f"{f['P@10_type_and_colour_before']:.3f} → {f['P@10_type_and_colour_after']:.3f}.",
+    ]
     for part, settings in report.get("ablations", {}).items():
         metrics = list(next(iter(settings.values())))
         lines += ["", f"| {part} setting | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
@@ -128,14 +145,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="Kaggle-style folder the index was built from")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--weights")
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
     parser.add_argument("--shopper-photos", type=int, default=500)
-    parser.add_argument("--ablations", type=Path, metavar="ABLATE.json", help="scripts/ablate.py's output, to plot and tabulate")
+    parser.add_argument("--real-photos", type=Path, help="folder of higher-resolution photos (images/<id>.jpg)")
+    parser.add_argument(
+        "--ablations", type=Path, metavar="ABLATE.json", help="scripts/ablate.py's output, to plot and tabulate"
+    )
     args = parser.parse_args(argv)
 
+    configure_runtime()
+
     def run() -> dict:
+        try:  # checked first: the plots come after minutes of work
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "scripts/evaluate.py draws its plots with matplotlib, which is not installed; "
+                "run `pip install -r requirements-dev.txt` first."
+            ) from None
         if not (args.data / "images").is_dir():
-            raise UserError(f"{args.data} has no images/ folder; pass the Kaggle-style folder the index was built from.")
+            raise UserError(
+                f"{args.data} has no images/ folder; pass the Kaggle-style folder the index was built from."
+            )
+        real_photos = args.real_photos or args.data.with_name(args.data.name + "-hires")
+        if args.real_photos and not (real_photos / "images").is_dir():
+            raise UserError(f"{real_photos} has no images/ folder; pass a folder of photos named images/<id>.jpg.")
         if args.ablations and not args.ablations.is_file():
             raise UserError(f"{args.ablations} does not exist; run scripts/ablate.py --out {args.ablations} first.")
         started = time.perf_counter()
@@ -146,17 +184,21 @@ def main(argv: list[str] | None = None) -> int:
         report = {"index": str(args.index), "catalog_items": len(rec.metadata), "heldout_queries": int(len(rows))}
         print("retrieval …", flush=True)
         # Ordered as the app orders results: the closest in appearance first (ranking.promote_closest).
-        report["retrieval"] = retrieval_report(embeddings, rec.metadata, rows, FIELDS,
-                                               appearance_dims=appearance_dims(rec.projection))
+        report["retrieval"] = retrieval_report(
+            embeddings, rec.metadata, rows, FIELDS, appearance_dims=rec.space.appearance_dims
+        )
         report["shopper_photo"] = shopper_photo_robustness(rec, args.data, rows, args.shopper_photos)
+        if (real_photos / "images").is_dir():
+            report["real_photo"] = real_photo_report(rec, real_photos, rows)
         print("filtered recall …", flush=True)
         recall = filtered_recall(rec, rows)
         report["hnsw_recall@10"] = recall.pop("none")
         report["filtered_recall@10"] = recall
         report["heads"] = classification_report(rec.heads, features, rec.metadata, rows)
-        cnn = np.asarray(features[:, :rec.embedder.feature_dim])  # the GeM ResNet50 part, no colour, no projection
-        report["retrieval_raw_features"] = {f: v for f, v in retrieval_report(cnn, rec.metadata, rows, FIELDS, (10,)).items()
-                                            if f in FIELDS}
+        cnn = np.asarray(features[:, : rec.embedder.feature_dim])  # the GeM ResNet50 part, no colour, no projection
+        report["retrieval_raw_features"] = {
+            f: v for f, v in retrieval_report(cnn, rec.metadata, rows, FIELDS, (10,)).items() if f in FIELDS
+        }
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
         if args.ablations:

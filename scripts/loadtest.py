@@ -6,9 +6,12 @@ Without --url it starts `app.py` on a free loopback port (and a local image serv
 endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
 upload, URL, similar-item, classify and filtered browse. Exits non-zero on any error or wrong result.
 Bounded: stops after --requests or --max-seconds, whichever comes first."""
+
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import random
@@ -22,16 +25,33 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from gradio_client import Client, handle_file
+
+from recommender.artifacts import read_manifest
+from recommender.cli import run_main
+from recommender.metadata import Metadata
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+SAMPLE = ROOT / "data" / "sample"
+SAMPLE_IMAGES = sorted((SAMPLE / "images").glob("*.jpg"))
 
-from gradio_client import Client, handle_file  # noqa: E402
 
-from recommender.metadata import Metadata  # noqa: E402
-from tests.image_server import ImageServer  # noqa: E402
+class ImageServer:
+    """The sample's images over http://127.0.0.1 (for the URL requests), in a background thread."""
 
-SAMPLE_IMAGES = sorted((ROOT / "data" / "sample" / "images").glob("*.jpg"))
+    def __enter__(self) -> "ImageServer":
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SAMPLE))
+        handler.log_message = lambda *args: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def free_port() -> int:
@@ -75,12 +95,28 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
         kind = rng.choices(["upload", "url", "similar", "classify", "browse"], [3, 1, 3, 1, 2])[0]
         # Every closure binds its values as defaults: the generator moves on while a request is in flight.
         if kind == "upload":
-            yield kind, lambda c, image=image, k=k, g=gender, m=master, kk=kk: check_matches(
-                c.predict(handle_file(str(image)), k, g, m, "All", api_name="/recommend_image")["results"], kk, known, gender=g, masterCategory=m)
+            yield (
+                kind,
+                lambda c, image=image, k=k, g=gender, m=master, kk=kk: check_matches(
+                    c.predict(handle_file(str(image)), k, g, m, "All", api_name="/recommend_image")["results"],
+                    kk,
+                    known,
+                    gender=g,
+                    masterCategory=m,
+                ),
+            )
         elif kind == "url":
             url = image_server.url(f"/images/{image.name}")
-            yield kind, lambda c, url=url, k=k, g=gender, m=master, kk=kk: check_matches(
-                c.predict(url, k, g, m, "All", api_name="/recommend_url")["results"], kk, known, gender=g, masterCategory=m)
+            yield (
+                kind,
+                lambda c, url=url, k=k, g=gender, m=master, kk=kk: check_matches(
+                    c.predict(url, k, g, m, "All", api_name="/recommend_url")["results"],
+                    kk,
+                    known,
+                    gender=g,
+                    masterCategory=m,
+                ),
+            )
         elif kind == "similar":
             item = int(rng.choice(metadata.ids))
             row = metadata.row_of(item)
@@ -88,15 +124,32 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
 
             def similar(c, item=item, sk=sk, gender=gender, master=master):
                 results = c.predict(item, k, gender, master, "All", api_name="/similar_item")["results"]
-                return "item returned itself" if item in [m["id"] for m in results] else check_matches(results, sk, known, gender=gender, masterCategory=master)
+                return (
+                    "item returned itself"
+                    if item in [m["id"] for m in results]
+                    else check_matches(results, sk, known, gender=gender, masterCategory=master)
+                )
+
             yield kind, similar
         elif kind == "classify":
-            yield kind, lambda c, image=image: None if c.predict(handle_file(str(image)), api_name="/classify").get("articleType") else "no articleType"
+            yield (
+                kind,
+                lambda c, image=image: (
+                    None
+                    if c.predict(handle_file(str(image)), api_name="/classify").get("articleType")
+                    else "no articleType"
+                ),
+            )
         else:
+
             def browse(c, gender=gender, master=master, available=available):
                 out = c.predict(gender, master, "All", 1, api_name="/browse")
-                return (f"total {out['total']} != {available}" if out["total"] != available
-                        else check_matches(out["results"], min(12, available), known, gender=gender, masterCategory=master))
+                return (
+                    f"total {out['total']} != {available}"
+                    if out["total"] != available
+                    else check_matches(out["results"], min(12, available), known, gender=gender, masterCategory=master)
+                )
+
             yield kind, browse
 
 
@@ -114,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=1800)
     parser.add_argument("--out", type=Path, help="write the summary JSON here")
     args = parser.parse_args(argv)
+    read_manifest(args.index, verify=False)  # one sentence if there is no index
     metadata = Metadata.load(args.index / "metadata.json")
     with ImageServer() as image_server:
         server = None
@@ -199,12 +253,24 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
     if server is not None:
         rss["end"] = rss_mb(server.pid)
     done = sum(len(v) for v in latencies.values())
-    summary = {"clients": args.clients, "requests": done, "seconds": round(wall, 1), "throughput_rps": round(done / wall, 2),
-               "errors": len(failures), "first_errors": failures[:10],
-               "latency_ms": {k: {"n": len(v), "p50": round(1e3 * statistics.median(v), 1),
-                                  "p95": round(1e3 * float(np.percentile(v, 95)), 1),
-                                  "p99": round(1e3 * float(np.percentile(v, 99)), 1)} for k, v in sorted(latencies.items())},
-               "rss_mb": {k: round(v, 1) for k, v in rss.items()}}
+    summary = {
+        "clients": args.clients,
+        "requests": done,
+        "seconds": round(wall, 1),
+        "throughput_rps": round(done / wall, 2),
+        "errors": len(failures),
+        "first_errors": failures[:10],
+        "latency_ms": {
+            k: {
+                "n": len(v),
+                "p50": round(1e3 * statistics.median(v), 1),
+                "p95": round(1e3 * float(np.percentile(v, 95)), 1),
+                "p99": round(1e3 * float(np.percentile(v, 99)), 1),
+            }
+            for k, v in sorted(latencies.items())
+        },
+        "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+    }
     if "after_warmup" in rss:
         summary["rss_growth_after_warmup_mb"] = round(rss["end"] - rss["after_warmup"], 1)
     if series:
@@ -218,4 +284,4 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -7,6 +7,7 @@ where the Hub is unreachable.
 
 Copy k of product i gets id i + k * 1,000,000. Its held-out numbers mean nothing (copies of held-out
 products are in the fit part); it is for timing and memory only."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recommender.catalog import FULL_CATALOG, read_styles  # noqa: E402
-from recommender.cli import run_cli  # noqa: E402
-from recommender.errors import UserError, whole_number  # noqa: E402
+from recommender.catalog import FULL_CATALOG, read_styles
+from recommender.cli import run_cli
+from recommender.errors import UserError, whole_number
 
 ID_STRIDE = 1_000_000
 
@@ -30,7 +29,10 @@ def repeat_catalog(source: Path, out: Path, count: int) -> int:
     count = whole_number(count, "--count", 1)
     styles = source / "styles.csv"
     if not styles.is_file() or not (source / "images").is_dir():
-        raise UserError(f"{source} is not a catalog folder (styles.csv + images/); give the folder of fashion-dev or the Kaggle dataset.")
+        raise UserError(
+            f"{source} is not a catalog folder (styles.csv + images/); "
+            "give the folder of fashion-dev or the Kaggle dataset."
+        )
     if out.exists():
         raise UserError(f"{out} exists already; give a new folder.")
     # read_styles: the Kaggle file's names with unquoted commas come back whole (and are quoted on the way out).

@@ -9,6 +9,7 @@ processes, the inputs' trip back included; "model" is the forward pass with pool
 already prepared; "pipeline" is `embed_catalog`, both overlapped, writing shards. Whichever of the
 first two is slower bounds the third. Medians over repeats, items per second (catalog items; the
 pipeline also reports forward passes/s, which count the views)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,19 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 
+from recommender.build.decode import decode_pool, prepare_item, prepared_batches
+from recommender.build.runner import embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
+from recommender.cli import run_main
 from recommender.embedder import Embedder
-from recommender.pipeline import (
-    decode_pool,
-    embed_catalog,
-    prepare_item,
-    prepared_batches,
-)
 
 
 def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, batch_size: int) -> float:
@@ -50,7 +46,12 @@ def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, bat
 
 
 def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, seconds: float = 2.0) -> float:
-    batch = np.stack([prepare_item(item, embedder.preprocessor).input[0] for item in itertools.islice(itertools.cycle(items), batch_size)])
+    batch = np.stack(
+        [
+            prepare_item(item, embedder.preprocessor).input[0]
+            for item in itertools.islice(itertools.cycle(items), batch_size)
+        ]
+    )
     embedder.forward(batch)  # traces the backbone / picks the kernels for this shape
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -61,11 +62,15 @@ def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, se
 
 def pipeline_rate(data: Path, images: int, embedder: Embedder, batch_size: int, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        timings = embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, batch_size,
-                                progress=False, workers=workers)
+        timings = embed_catalog(
+            CatalogSource(str(data), images), Path(tmp), embedder, batch_size, progress=False, workers=workers
+        )
     wall = timings["wall_s"]
-    return {"items_s": timings["images"] / wall, "forward_s": (timings["images"] + timings["views"]) / wall,
-            "model_share": timings["model_s"] / wall}
+    return {
+        "items_s": timings["images"] / wall,
+        "forward_s": (timings["images"] + timings["views"]) / wall,
+        "model_share": timings["model_s"] / wall,
+    }
 
 
 def median_of(runs: list, key: str | None = None) -> float:
@@ -79,16 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--device", help="cpu or cuda; default cuda when there is one")
-    parser.add_argument("--weights")
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     embedder = Embedder(args.weights, device=args.device)
     items = [i for i in CatalogSource(str(args.data), args.images) if i.data]
-    report = {"device": torch.cuda.get_device_name() if embedder.device.type == "cuda" else platform.processor() or "cpu",
-              "cpu_cores": os.cpu_count(), "precision": embedder.precision, "items": len(items),
-              "torch": torch.__version__, "prepare": {}, "model": {}, "pipeline": {}}
+    report = {
+        "device": torch.cuda.get_device_name() if embedder.device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_cores": os.cpu_count(),
+        "precision": embedder.precision,
+        "items": len(items),
+        "torch": torch.__version__,
+        "prepare": {},
+        "model": {},
+        "pipeline": {},
+    }
     for workers in args.workers:
         runs = [prepare_rate(items, embedder, workers, max(args.batch_sizes)) for _ in range(args.repeats)]
         report["prepare"][workers] = median_of(runs)
@@ -98,11 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model              batch={batch_size:<5d} {report['model'][batch_size]:8.1f} img/s", flush=True)
     for workers, batch_size in itertools.product(args.workers, args.batch_sizes):
         runs = [pipeline_rate(args.data, args.images, embedder, batch_size, workers) for _ in range(args.repeats)]
-        result = {k: median_of(runs, k) if k != "model_share" else round(statistics.median(r[k] for r in runs), 2)
-                  for k in runs[0]}
+        result = {
+            k: median_of(runs, k) if k != "model_share" else round(statistics.median(r[k] for r in runs), 2)
+            for k in runs[0]
+        }
         report["pipeline"][f"workers={workers} batch={batch_size}"] = result
-        print(f"pipeline           workers={workers:<3d} batch={batch_size:<5d} {result['items_s']:8.1f} items/s "
-              f"{result['forward_s']:8.1f} passes/s  model busy {result['model_share']:.0%}", flush=True)
+        print(
+            f"pipeline           workers={workers:<3d} batch={batch_size:<5d} {result['items_s']:8.1f} items/s "
+            f"{result['forward_s']:8.1f} passes/s  model busy {result['model_share']:.0%}",
+            flush=True,
+        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
@@ -110,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

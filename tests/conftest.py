@@ -1,27 +1,22 @@
 """Shared fixtures: small real catalogs cut from the bundled sample, a random-init ResNet50 for
 pipeline tests, and the real converted npm weights for the tests that need real features."""
+
 from __future__ import annotations
 
-import contextlib
-import csv
 import os
-import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from recommender.embedder import Embedder
+from recommender.runtime import configure_runtime
+from recommender.weights import save_weights
+from tests.helpers import CACHE, make_catalog, sample_rows
 
-from recommender.embedder import Embedder  # noqa: E402
-from recommender.weights import save_weights  # noqa: E402
-
-SAMPLE = ROOT / "data" / "sample"
-CACHE = Path(os.environ.get("RECOMMENDER_CACHE", Path.home() / ".cache" / "fashion-recommender"))
+configure_runtime()  # as the app and scripts do
 
 
 @pytest.fixture(autouse=True)
@@ -31,31 +26,18 @@ def _no_network_but_loopback(monkeypatch):
 
     def guarded(sock, address):
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127.") and sock.family != socket.AF_UNIX:
+        if (
+            isinstance(host, str)
+            and host not in ("127.0.0.1", "::1", "localhost")
+            and not host.startswith("127.")
+            and sock.family != socket.AF_UNIX
+        ):
             raise AssertionError(f"test tried to connect to {address}")
         return real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
-def sample_rows(n: int, start: int = 0) -> list[list[str]]:
-    with open(SAMPLE / "styles.csv", newline="") as handle:
-        rows = list(csv.reader(handle))
-    return [rows[0]] + rows[1 + start:1 + start + n]
-
-
-def make_catalog(folder: Path, rows: list[list[str]]) -> Path:
-    """A Kaggle-style folder (styles.csv + images/) holding the given sample rows."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    with open(folder / "styles.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    for row in rows[1:]:
-        image = SAMPLE / "images" / f"{row[0]}.jpg"
-        if image.is_file():
-            shutil.copy(image, folder / "images" / image.name)
-    return folder
 
 
 @pytest.fixture
@@ -103,24 +85,10 @@ def real_embedder(real_weights) -> Embedder:
 @pytest.fixture(scope="session")
 def real_index(tmp_path_factory, real_embedder) -> Path:
     """An index of the first 300 sample products built with the real weights."""
+    from recommender.build import precompute
     from recommender.catalog import CatalogSource
-    from recommender.pipeline import precompute
 
     folder = make_catalog(tmp_path_factory.mktemp("real-catalog"), sample_rows(300))
     out = tmp_path_factory.mktemp("real-index") / "index"
     precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
     return out
-
-
-@contextlib.contextmanager
-def serve(service, index_dir: Path, examples: list[str] | None = None):
-    """The app on a free loopback port; yields its URL."""
-    import app as app_module
-
-    demo = app_module.build_app(service, examples)
-    demo.queue(default_concurrency_limit=8).launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
-                                                   allowed_paths=[str(index_dir / "thumbnails")])
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()

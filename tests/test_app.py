@@ -1,5 +1,6 @@
 """The app's JSON API, called as clients call it: gradio_client against the app on a loopback port,
 with the real weights and a small real catalog."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,11 @@ from gradio_client import Client, handle_file
 import app as app_module
 from recommender import Recommender
 from recommender.errors import ArtifactsError, UserError
-from recommender.service import Profile, Service
-from recommender.url_fetch import URLFetcher
-from tests.conftest import SAMPLE, serve
-from tests.image_server import ImageServer
+from recommender.serve import startup
+from recommender.serve.service import Profile, Service
+from recommender.serve.url_fetch import URLFetcher
+from tests.helpers import SAMPLE, serve
+from tests.helpers.image_server import ImageServer
 
 WATCH = SAMPLE / "images" / "10138.jpg"
 
@@ -41,7 +43,17 @@ def client(index_dir, real_embedder, images):
 def assert_matches(results, k, **expected):
     assert len(results) == k
     for match in results:
-        assert set(match) == {"id", "name", "score", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "image"}
+        assert set(match) == {
+            "id",
+            "name",
+            "score",
+            "gender",
+            "masterCategory",
+            "subCategory",
+            "articleType",
+            "baseColour",
+            "image",
+        }
         for key, value in expected.items():
             assert match[key] == value
         assert open(match["image"], "rb").read(2) == b"\xff\xd8"  # the thumbnail really came over
@@ -62,6 +74,19 @@ def test_recommend_image_respects_filters(client):
     assert_matches(out["results"], 5, gender="Women", masterCategory="Apparel")
     out = client.predict(handle_file(str(WATCH)), 4, "All", "All", "Tshirts", api_name="/recommend_image")
     assert_matches(out["results"], 4, articleType="Tshirts")
+
+
+def test_every_endpoint_takes_a_sub_category_filter_as_its_last_argument(client, images):
+    shoes = ("All", "All", "All", "Shoes")  # gender, master_category, article_type, sub_category
+    out = client.predict(handle_file(str(WATCH)), 4, *shoes, api_name="/recommend_image")
+    assert_matches(out["results"], 4, subCategory="Shoes")
+    out = client.predict(images.url("/images/10138.jpg"), 3, *shoes, api_name="/recommend_url")
+    assert_matches(out["results"], 3, subCategory="Shoes")
+    out = client.predict(10138, 5, *shoes, api_name="/similar_item")
+    assert_matches(out["results"], 5, subCategory="Shoes")
+    out = client.predict("All", "All", "All", 1, 12, "Shoes", api_name="/browse")
+    assert_matches(out["results"], 12, subCategory="Shoes")
+    assert out["total"] < client.predict("All", "All", "All", 1, 12, api_name="/browse")["total"]
 
 
 def test_empty_filter_combination_returns_no_results_not_an_error(client):
@@ -95,15 +120,18 @@ def test_browse_pages_through_the_filtered_catalog(client):
     assert ids == sorted(ids) and len(set(ids)) == 24
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda c: c.predict(handle_file(__file__), api_name="/recommend_image"), "not an image"),
-    (lambda c: c.predict("http://169.254.169.254/latest/meta-data", api_name="/recommend_url"), "private or local"),
-    (lambda c: c.predict("ftp://example.com/x.jpg", api_name="/recommend_url"), "Only http"),
-    (lambda c: c.predict(1, api_name="/similar_item"), "No catalog item with id 1"),
-    (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be a whole number between"),
-    (lambda c: c.predict(10138, "All", api_name="/similar_item"), "k must be a whole number between"),
-    (lambda c: c.predict("All", "All", "All", 0, api_name="/browse"), "page must be"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c: c.predict(handle_file(__file__), api_name="/recommend_image"), "not an image"),
+        (lambda c: c.predict("http://169.254.169.254/latest/meta-data", api_name="/recommend_url"), "private or local"),
+        (lambda c: c.predict("ftp://example.com/x.jpg", api_name="/recommend_url"), "Only http"),
+        (lambda c: c.predict(1, api_name="/similar_item"), "No catalog item with id 1"),
+        (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be a whole number between"),
+        (lambda c: c.predict(10138, "All", api_name="/similar_item"), "k must be a whole number between"),
+        (lambda c: c.predict("All", "All", "All", 0, api_name="/browse"), "page must be"),
+    ],
+)
 def test_bad_requests_get_one_clear_sentence(client, call, message):
     with pytest.raises(Exception, match=message) as info:
         call(client)
@@ -142,8 +170,13 @@ def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(ind
     profile = Profile(query=service.recommender.vector_of(10138))
     liked = int(service.recommender.metadata.ids[1])
     service.refine(profile, [liked], [], 5)
-    for bad, message in [([999999999], "No catalog item with id 999999999"), (["abc"], "whole number"),
-                         ([2.5], "whole number"), ([None], "whole number"), (str(liked), "must be a list")]:
+    for bad, message in [
+        ([999999999], "No catalog item with id 999999999"),
+        (["abc"], "whole number"),
+        ([2.5], "whole number"),
+        ([None], "whole number"),
+        (str(liked), "must be a list"),
+    ]:
         with pytest.raises(UserError, match=message):
             service.refine(profile, bad, [], 5)
         with pytest.raises(UserError, match=message):
@@ -152,20 +185,28 @@ def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(ind
     assert len(service.refine(profile, [], [], 5)["results"]) == 5
 
 
-def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index_is_refused(real_index, real_embedder, tmp_path, monkeypatch):
+def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index_is_refused(
+    real_index, real_embedder, real_weights, tmp_path, monkeypatch
+):
     index = tmp_path / "index"
     shutil.copytree(real_index, index)
     manifest = json.loads((index / "manifest.json").read_text())
     manifest["model"]["preprocessing"].pop("mid_level")  # as an index built before the third stage joined
     (index / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactsError, match=r"other preprocessing than this version uses \(mid_level\); rebuild"):
-        app_module.open_index(Service(), index, None)  # someone's own index: never replaced behind their back
+        startup.open_index(
+            Service(), index, SAMPLE, str(real_weights)
+        )  # someone's own index: never replaced behind their back
 
-    manifest["source"]["source"] = str(app_module.SAMPLE)  # the app's own starter index
+    manifest["source"]["source"] = str(SAMPLE)  # the app's own starter index
     (index / "manifest.json").write_text(json.dumps(manifest))
     rebuilt = []  # the real build takes a minute; here it reloads an index built by this version
-    monkeypatch.setattr(app_module, "starter_index", lambda folder, weights: rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder))
+    monkeypatch.setattr(
+        startup,
+        "starter_index",
+        lambda folder, sample, weights: rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder),
+    )
     service = Service()
-    assert app_module.open_index(service, index, None) == "building"
+    assert startup.open_index(service, index, SAMPLE, str(real_weights)) == "building"
     assert service.wait_ready(60) and rebuilt == [index]
-    assert app_module.open_index(Service(), real_index, None) == "serving"
+    assert startup.open_index(Service(), real_index, SAMPLE, str(real_weights)) == "serving"

@@ -1,5 +1,6 @@
 """End to end in headless Chromium: upload a photo, see k results and the classification, select a
 result for more like it."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,17 @@ from pathlib import Path
 import pytest
 
 from recommender import Recommender
-from recommender.service import Service
-from tests.conftest import SAMPLE, serve
+from recommender.serve.service import Service
+from tests.helpers import SAMPLE, serve
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,10 @@ def test_upload_shows_k_results_and_classification_then_more_like_this(browser, 
     page.locator(".thumbnail-item").nth(1).click()
     page.wait_for_function(
         "c => document.querySelectorAll('.thumbnail-item').length === 12 && "
-        "document.querySelector('.thumbnail-item').innerText !== c", arg=first_caption, timeout=30_000)
+        "document.querySelector('.thumbnail-item').innerText !== c",
+        arg=first_caption,
+        timeout=30_000,
+    )
     shot = Path(os.environ.get("SCREENSHOT_TO", tmp_path / "app.png"))
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

@@ -1,4 +1,5 @@
 """Each catalog source yields the same items; broken rows are skipped and counted, never fatal."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +9,7 @@ import pytest
 
 from recommender.catalog import CatalogSource
 from recommender.errors import UserError
-from tests.conftest import ROOT, SAMPLE, make_catalog, sample_rows
+from tests.helpers import ROOT, SAMPLE, make_catalog, sample_rows
 
 
 def _as_dataset(rows: list[list[str]]) -> datasets.Dataset:

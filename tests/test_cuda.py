@@ -1,5 +1,6 @@
 """The GPU path (a Space with a GPU): same descriptors as the CPU, and a whole build + search on the GPU.
 Skipped where there is no CUDA device (CI has none; run them on a lent GPU machine)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,11 +8,13 @@ import pytest
 import torch
 
 from recommender import Recommender
+from recommender.build import precompute
+from recommender.build.decode import default_workers
+from recommender.build.runner import default_batch_size
 from recommender.catalog import CatalogSource
 from recommender.embedder import Embedder
 from recommender.images import load_image
-from recommender.pipeline import default_batch_size, default_workers, precompute
-from tests.conftest import SAMPLE, make_catalog, sample_rows
+from tests.helpers import SAMPLE, make_catalog, sample_rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -1,5 +1,6 @@
 """Precompute killed with SIGKILL at three points, then rerun, gives the uninterrupted result; no
 half-written index is ever visible under the final name."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def command(catalog: Path, out: Path, weights: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "precompute.py"), "--source", str(catalog), "--out", str(out),
-            "--weights", str(weights), "--batch-size", "4", "--shard-size", "8", "--quiet"]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "precompute.py"),
+        "--source",
+        str(catalog),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "8",
+        "--quiet",
+    ]
 
 
 def run_until(cmd: list[str], out: Path, condition, timeout: float = 120, whole_group: bool = True) -> int:
@@ -52,9 +66,11 @@ def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(catalog
     subprocess.run(command(catalog_dir, reference, random_weights), check=True)
     out = tmp_path / "index"
     cmd = command(catalog_dir, out, random_weights)
-    run_until(cmd, out, lambda p: (p / "thumbnails").is_dir() and any((p / "thumbnails").iterdir()))  # during the first shard
-    run_until(cmd, out, lambda p: shards(p) >= 3)          # between shards
-    run_until(cmd, out, lambda p: shards(p) >= 5)          # in the last shard
+    run_until(
+        cmd, out, lambda p: (p / "thumbnails").is_dir() and any((p / "thumbnails").iterdir())
+    )  # during the first shard
+    run_until(cmd, out, lambda p: shards(p) >= 3)  # between shards
+    run_until(cmd, out, lambda p: shards(p) >= 5)  # in the last shard
     subprocess.run(cmd, check=True)
     assert json.loads((out / "metadata.json").read_text()) == json.loads((reference / "metadata.json").read_text())
     np.testing.assert_allclose(np.load(out / "features.npy"), np.load(reference / "features.npy"), atol=1e-5)

@@ -1,4 +1,5 @@
 """Product trimming, the colour descriptor and the synthetic shopper views used for training."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,9 @@ from recommender.foreground import COLOUR_BINS, LEVELS, colour_histogram, trim_b
 from recommender.split import is_heldout
 
 
-def product_on(background: tuple[int, int, int], size=(200, 240), box=(30, 40, 110, 200), colour=(200, 20, 20)) -> Image.Image:
+def product_on(
+    background: tuple[int, int, int], size=(200, 240), box=(30, 40, 110, 200), colour=(200, 20, 20)
+) -> Image.Image:
     img = Image.new("RGB", size, background)
     img.paste(Image.new("RGB", (box[2] - box[0], box[3] - box[1]), colour), box[:2])
     return img

@@ -1,6 +1,7 @@
 """A corpus of hostile inputs sent through gradio_client to a running app: each gets one clear
 sentence (or a correct answer, where the input is odd but valid), the server stays up and answers a
 normal request right after, and nothing is written outside its temp area."""
+
 from __future__ import annotations
 
 import io
@@ -13,10 +14,10 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from recommender import Recommender
-from recommender.service import Service
-from recommender.url_fetch import URLFetcher
-from tests.conftest import ROOT, SAMPLE, serve
-from tests.image_server import ImageServer
+from recommender.serve.service import Service
+from recommender.serve.url_fetch import URLFetcher
+from tests.helpers import ROOT, SAMPLE, serve
+from tests.helpers.image_server import ImageServer
 
 WATCH = SAMPLE / "images" / "10138.jpg"
 
@@ -43,7 +44,10 @@ def animated() -> bytes:
 UPLOADS = {
     "bomb.png": (lambda: encode(Image.new("1", (20000, 20000)), "PNG"), "megapixels"),
     "truncated.jpg": (lambda: WATCH.read_bytes()[:400], "damaged or truncated"),
-    "drawing.svg": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="9" height="9"/></svg>', "not an image"),
+    "drawing.svg": (
+        lambda: b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="9" height="9"/></svg>',
+        "not an image",
+    ),
     "doc.pdf": (lambda: b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n%%EOF", "not an image"),
     "archive.zip": (zipped, "not an image"),
     "notes.txt": (lambda: b"hello", "not an image"),
@@ -52,13 +56,23 @@ UPLOADS = {
     "one_pixel.png": (lambda: encode(Image.new("RGB", (1, 1), "white"), "PNG"), None),
     "strip.png": (lambda: encode(Image.new("RGB", (20000, 1), "navy"), "PNG"), None),
     "cmyk.jpg": (lambda: encode(Image.open(WATCH).convert("CMYK"), "JPEG"), None),
-    "sixteen.png": (lambda: encode(Image.fromarray(np.linspace(0, 65535, 64 * 64, dtype=np.uint16).reshape(64, 64)), "PNG"), None),
+    "sixteen.png": (
+        lambda: encode(Image.fromarray(np.linspace(0, 65535, 64 * 64, dtype=np.uint16).reshape(64, 64)), "PNG"),
+        None,
+    ),
     "animated.gif": (animated, None),
     "transparent.png": (lambda: encode(Image.open(WATCH).convert("RGBA"), "PNG"), None),
 }
 
-REFUSED_URLS = ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://0x7f000001/",
-                "http://2130706433/", "file:///etc/passwd", "gopher://127.0.0.1:70/"]
+REFUSED_URLS = [
+    "http://127.0.0.1/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://0x7f000001/",
+    "http://2130706433/",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:70/",
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +90,12 @@ def app(real_index, real_embedder):
 
 
 def snapshot(*folders) -> dict:
-    return {str(p): p.stat().st_mtime_ns for f in folders for p in f.rglob("*") if ".git" not in p.parts and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+    return {
+        str(p): p.stat().st_mtime_ns
+        for f in folders
+        for p in f.rglob("*")
+        if ".git" not in p.parts and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
+    }
 
 
 def still_up(client: Client) -> None:
@@ -109,13 +128,16 @@ def test_urls_the_guard_must_refuse(app, url):
     still_up(client)
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("/redirect-private", r"private or local address \(127.0.0.2\)"),
-    ("/slow", "within 3 seconds"),
-    ("/huge", "larger than 10 MB"),
-    ("/huge-chunked", "larger than 10 MB"),
-    ("/text", "not an image"),
-])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/redirect-private", r"private or local address \(127.0.0.2\)"),
+        ("/slow", "within 3 seconds"),
+        ("/huge", "larger than 10 MB"),
+        ("/huge-chunked", "larger than 10 MB"),
+        ("/text", "not an image"),
+    ],
+)
 def test_misbehaving_local_server(app, images, path, expected, monkeypatch):
     service, client = app
     monkeypatch.setattr(service, "fetcher", URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=3))

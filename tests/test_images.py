@@ -1,5 +1,6 @@
 """Every image path goes through one loader that turns anything a user sends into safe RGB, or one
 clear sentence."""
+
 from __future__ import annotations
 
 import io
@@ -7,12 +8,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from recommender.errors import ImageError
 from recommender.images import MAX_PIXELS, load_image
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 PHOTO = SAMPLE / "images" / "10009.jpg"
 
@@ -78,11 +80,15 @@ def test_truncated_jpeg_is_a_clear_error():
         load_image(PHOTO.read_bytes()[:300])
 
 
-@pytest.mark.parametrize("data", [
-    b"just some text, not an image",
-    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
-    b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
-], ids=["text", "svg", "pdf"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"just some text, not an image",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+        b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
+    ],
+    ids=["text", "svg", "pdf"],
+)
 def test_non_images_are_a_clear_error(data):
     with pytest.raises(ImageError, match="not an image this service can read"):
         load_image(data)
@@ -106,7 +112,10 @@ def test_paths_pil_images_and_bytes_load_the_same(tmp_path):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=2048), st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP"]))
+@given(
+    st.binary(max_size=2048),
+    st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP"]),
+)
 def test_fuzzed_bytes_give_an_image_or_an_image_error(tail, header):
     try:
         img = load_image(header + tail)
@@ -131,6 +140,10 @@ def test_pad_to_aspect_centres_on_white_without_cropping():
     tall, wide = Image.new("RGB", (30, 80), "red"), Image.new("RGB", (80, 30), "red")
     assert pad_to_aspect(tall, 0.75).size == (60, 80)
     padded = pad_to_aspect(wide, 0.75)
-    assert padded.size == (80, 107) and padded.getpixel((40, 0)) == (255, 255, 255) and padded.getpixel((40, 53)) == (255, 0, 0)
+    assert (
+        padded.size == (80, 107)
+        and padded.getpixel((40, 0)) == (255, 255, 255)
+        and padded.getpixel((40, 53)) == (255, 0, 0)
+    )
     exact = Image.new("RGB", (60, 80))
     assert pad_to_aspect(exact, 0.75) is exact

@@ -1,4 +1,5 @@
 """Regional GeM: the pooling behind the CNN part of every descriptor."""
+
 from __future__ import annotations
 
 import torch
@@ -29,5 +30,5 @@ def test_regional_gem_is_unit_length_and_equals_gem_on_a_uniform_map():
 
 def test_regional_gem_is_the_sum_of_the_regions_unit_gem_vectors():
     maps = torch.rand(2, 8, 7, 6)
-    expected = sum(torch.nn.functional.normalize(gem_pool(maps[:, :, t:b, l:r]), dim=1) for t, b, l, r in regions(7, 6))
+    expected = sum(torch.nn.functional.normalize(gem_pool(maps[:, :, t:b, x:r]), dim=1) for t, b, x, r in regions(7, 6))
     torch.testing.assert_close(regional_gem(maps), torch.nn.functional.normalize(expected, dim=1))

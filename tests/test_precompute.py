@@ -1,5 +1,6 @@
 """Precompute builds a complete, verifiable artifacts directory; interrupted runs resume to the same
 result; the final name never shows a half-written index; slices merge into the single-run index."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import timm
 import torch
 
 from recommender import artifacts
+from recommender.build import merge_slices, precompute
 from recommender.catalog import CatalogSource
 from recommender.embedder import INPUT_SIZE, Embedder
 from recommender.foreground import colour_histogram, trim_background
 from recommender.images import load_image, pad_to_aspect
-from recommender.pipeline import merge_slices, precompute
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 
 
 def build(catalog_dir, out, embedder, **kwargs):
@@ -29,10 +30,21 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     manifest = build(catalog_dir, tmp_path / "idx", embedder, batch_size=16)
     out = tmp_path / "idx"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [artifacts.MANIFEST, artifacts.EMBEDDINGS, artifacts.FEATURES, artifacts.PROJECTION, artifacts.INDEX,
-         artifacts.METADATA, artifacts.HEADS, artifacts.THUMBNAILS])
+        [
+            artifacts.MANIFEST,
+            artifacts.EMBEDDINGS,
+            artifacts.FEATURES,
+            artifacts.PROJECTION,
+            artifacts.INDEX,
+            artifacts.METADATA,
+            artifacts.HEADS,
+            artifacts.THUMBNAILS,
+        ]
+    )
     projection = manifest["projection"]
-    assert manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 1024 + 64  # last- and third-stage features + colour histogram
+    assert (
+        manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 1024 + 64
+    )  # last- and third-stage features + colour histogram
     semantic = sum(len(manifest["heads"][c]["classes"]) for c in projection["semantic_heads"])
     assert manifest["dim"] == projection["raw_dims"] + 256 + 64 + semantic  # appearance, then head predictions
     assert projection["train_rows"] < 47  # fitted on the fit part of the split only
@@ -40,7 +52,9 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     assert manifest["skipped"]["counts"] == {"image that cannot be decoded": 1, "image without a styles.csv row": 1}
     assert int(first.stem) in manifest["skipped"]["items"]["image that cannot be decoded"]
     assert manifest["model"]["weights_sha256"] == embedder.weights_sha256
-    assert manifest["model"]["preprocessing"]["pad"].startswith("white") and manifest["model"]["preprocessing"]["input_size"] == [224, 168]
+    assert manifest["model"]["preprocessing"]["pad"].startswith("white") and manifest["model"]["preprocessing"][
+        "input_size"
+    ] == [224, 168]
     assert manifest["model"]["precision"] in ("bf16", "fp32")
     assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
     assert len(list((out / "thumbnails").iterdir())) == 47
@@ -63,6 +77,7 @@ def _interrupting(embedder: Embedder, after_batches: int):
         if calls["n"] > after_batches:
             raise Interrupt()
         return real(batch)
+
     return forward
 
 
@@ -77,7 +92,9 @@ def test_interrupted_precompute_resumes_to_the_uninterrupted_result(catalog_dir,
     monkeypatch.undo()
     resumed = build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
     assert resumed["count"] == reference["count"]
-    assert json.loads((out / "metadata.json").read_text()) == json.loads((tmp_path / "ref" / "metadata.json").read_text())
+    assert json.loads((out / "metadata.json").read_text()) == json.loads(
+        (tmp_path / "ref" / "metadata.json").read_text()
+    )
     np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=1e-5)
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-4)
 
@@ -113,8 +130,9 @@ def test_slices_merge_into_the_same_index_as_one_run(catalog_dir, tmp_path, embe
     merged = merge_slices(slices, tmp_path / "merged")
     assert merged["count"] == single["count"]
     assert (tmp_path / "merged" / "metadata.json").read_text() == (tmp_path / "single" / "metadata.json").read_text()
-    np.testing.assert_allclose(np.load(tmp_path / "merged" / "features.npy"),
-                               np.load(tmp_path / "single" / "features.npy"), atol=2e-2)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "merged" / "features.npy"), np.load(tmp_path / "single" / "features.npy"), atol=2e-2
+    )
     artifacts.read_manifest(tmp_path / "merged")
 
 
@@ -122,8 +140,12 @@ def test_precompute_cli_reports_bad_source_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "scripts/precompute.py", "--source", str(tmp_path / "nope/x"), "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, cwd=SAMPLE.parents[1])
+    result = subprocess.run(
+        [sys.executable, "scripts/precompute.py", "--source", str(tmp_path / "nope/x"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=SAMPLE.parents[1],
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: Catalog source") and "Traceback" not in result.stderr
 
@@ -137,6 +159,8 @@ def test_decode_pixels_normalised_in_the_batch_are_timms_eval_transform(embedder
     assert pixels.dtype == np.uint8 and pixels.shape == (*INPUT_SIZE, 3)
     config = timm.data.resolve_data_config({}, model=embedder.model)
     config.update(input_size=(3, *INPUT_SIZE), crop_pct=1.0)
-    reference = timm.data.create_transform(**config)(pad_to_aspect(trim_background(image), INPUT_SIZE[1] / INPUT_SIZE[0]))
+    reference = timm.data.create_transform(**config)(
+        pad_to_aspect(trim_background(image), INPUT_SIZE[1] / INPUT_SIZE[0])
+    )
     assert torch.allclose(embedder.normalise(pixels[None])[0], reference, rtol=1e-5, atol=1e-3)
     assert np.array_equal(colour, colour_histogram(image))

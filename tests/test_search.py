@@ -1,5 +1,6 @@
 """Filtered search returns the exact filtered top-k; the API returns the promised shapes; an index
 never serves a model or files it was not built with."""
+
 from __future__ import annotations
 
 import io
@@ -11,14 +12,13 @@ import pytest
 from PIL import Image
 
 from recommender import Recommender, artifacts
+from recommender.build import precompute
 from recommender.catalog import CatalogSource
 from recommender.errors import ArtifactsError, UserError
-from recommender.index import VectorIndex, build_hnsw
 from recommender.metadata import Metadata
-from recommender.pipeline import precompute
-from recommender.projection import appearance_dims
-from recommender.ranking import POOL, promote_closest
-from tests.conftest import make_catalog, sample_rows
+from recommender.serve.index import VectorIndex, build_hnsw
+from recommender.serve.ranking import POOL, promote_closest
+from tests.helpers import make_catalog, sample_rows
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def _brute_force(rec: Recommender, query: np.ndarray, filters: dict, k: int, exc
     if exclude is not None:
         mask[rec.metadata.row_of(exclude)] = False
     rows, scores = rec.index.exact(query, max(k, POOL), np.flatnonzero(mask))
-    rows, _ = promote_closest(rows, scores, rec.index.embeddings, query, appearance_dims(rec.projection))
+    rows, _ = promote_closest(rows, scores, rec.index.embeddings, query, rec.space.appearance_dims)
     return [int(rec.metadata.ids[r]) for r in rows[:k]]
 
 
@@ -108,7 +108,15 @@ def test_search_accepts_pil_path_and_bytes_alike(rec, index_dir):
     assert by_path[0].id == int(thumb.stem) and by_path[0].score > 0.99
     match = by_path[0].to_dict()
     assert set(match) == {"id", "score", "name", "attributes", "thumbnail"}
-    assert set(match["attributes"]) >= {"gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"}
+    assert set(match["attributes"]) >= {
+        "gender",
+        "masterCategory",
+        "subCategory",
+        "articleType",
+        "baseColour",
+        "season",
+        "usage",
+    }
     assert Image.open(match["thumbnail"]).size[0] > 0
 
 
@@ -117,7 +125,9 @@ def test_combined_filters_give_exact_filtered_results(rec):
     query = rec.vector_of(int(rec.metadata.ids[0]))
     results = rec.search_vector(query, 12, filters)
     assert len(results) == 12
-    assert all(m.attributes["gender"] == "Men" and m.attributes["masterCategory"] in ("Apparel", "Footwear") for m in results)
+    assert all(
+        m.attributes["gender"] == "Men" and m.attributes["masterCategory"] in ("Apparel", "Footwear") for m in results
+    )
     assert [m.id for m in results] == _brute_force(rec, query, filters, 12)
 
 
@@ -126,12 +136,17 @@ def test_rare_filter_returns_every_match_and_empty_filter_returns_nothing(rec):
     count = int((rec.metadata.columns["articleType"] == rare).sum())
     results = rec.search(sorted((rec.folder / "thumbnails").iterdir())[3], k=12, filters={"articleType": rare})
     assert len(results) == count and all(m.attributes["articleType"] == rare for m in results)
-    assert rec.search_vector(rec.vector_of(int(rec.metadata.ids[0])), 5, {"gender": "Men", "articleType": "No Such Type"}) == []
+    assert (
+        rec.search_vector(rec.vector_of(int(rec.metadata.ids[0])), 5, {"gender": "Men", "articleType": "No Such Type"})
+        == []
+    )
 
 
 def test_all_means_no_filter(rec):
     q = rec.vector_of(int(rec.metadata.ids[1]))
-    assert [m.id for m in rec.search_vector(q, 8, {"gender": "All", "articleType": ["All"]})] == [m.id for m in rec.search_vector(q, 8)]
+    assert [m.id for m in rec.search_vector(q, 8, {"gender": "All", "articleType": ["All"]})] == [
+        m.id for m in rec.search_vector(q, 8)
+    ]
 
 
 def test_unknown_filter_column_and_bad_k_are_user_errors(rec):
@@ -141,7 +156,9 @@ def test_unknown_filter_column_and_bad_k_are_user_errors(rec):
     for bad in (0, 101, "All", "", None, 2.5, True):  # API clients can send anything as k
         with pytest.raises(UserError, match="k must be a whole number between 1 and 100"):
             rec.search_vector(q, bad)
-    assert len(rec.search_vector(q, "5")) == len(rec.search_vector(q, 5.0)) == len(rec.search_vector(q, np.int64(5))) == 5
+    assert (
+        len(rec.search_vector(q, "5")) == len(rec.search_vector(q, 5.0)) == len(rec.search_vector(q, np.int64(5))) == 5
+    )
 
 
 def test_similar_to_uses_the_stored_embedding_and_excludes_the_item(rec, monkeypatch):
@@ -149,7 +166,9 @@ def test_similar_to_uses_the_stored_embedding_and_excludes_the_item(rec, monkeyp
     monkeypatch.setattr(rec.embedder, "forward", lambda *a: pytest.fail("similar_to must not re-embed"))
     results = rec.similar_to(item, k=6, filters={"gender": rec.metadata.attributes(10)["gender"]})
     assert len(results) == 6 and item not in [m.id for m in results]
-    assert [m.id for m in results] == _brute_force(rec, rec.vector_of(item), {"gender": rec.metadata.attributes(10)["gender"]}, 6, exclude=item)
+    assert [m.id for m in results] == _brute_force(
+        rec, rec.vector_of(item), {"gender": rec.metadata.attributes(10)["gender"]}, 6, exclude=item
+    )
     with pytest.raises(UserError, match="No catalog item with id 123"):
         rec.similar_to(123)
 

@@ -1,13 +1,14 @@
-"""The fitted parts of the search space, on synthetic descriptors: the attribute heads and the projection."""
+"""The fitted parts, on synthetic descriptors: the attribute heads and the search space."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from recommender.artifacts import load_heads, save_heads
 from recommender.foreground import COLOUR_BINS
-from recommender.heads import HEAD_COLUMNS, HeadSettings, scores, train_heads
-from recommender.projection import _unit, train_projection
+from recommender.heads import Heads, HeadSettings, train_heads
+from recommender.search_space import SearchSpace, SearchSpaceSettings, _unit, fit_search_space
 from recommender.split import heldout_mask
+from recommender.vocabulary import HEAD_COLUMNS
 
 
 def test_heads_fold_their_standardisation_in_and_survive_the_artifacts_round_trip(tmp_path):
@@ -19,23 +20,35 @@ def test_heads_fold_their_standardisation_in_and_survive_the_artifacts_round_tri
     x = rng.normal(size=(n, 16)).astype(np.float32) * 50.0
     x[:, 0] = kinds * 1e-3 + rng.normal(scale=1e-4, size=n)
     x[:, 1] = sexes * 1e-3 + rng.normal(scale=1e-4, size=n)
-    columns = {c: np.full(n, "") for c in HEAD_COLUMNS} | {"articleType": kinds.astype(str), "gender": np.array(["Men", "Women"])[sexes]}
+    columns = {c: np.full(n, "") for c in HEAD_COLUMNS} | {
+        "articleType": kinds.astype(str),
+        "gender": np.array(["Men", "Women"])[sexes],
+    }
     fit = np.arange(n) % 5 != 0
-    heads = train_heads(x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0), fit=fit, heldout=~fit)
+    heads = train_heads(
+        x, np.arange(n), columns, HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0), fit=fit, heldout=~fit
+    )
     assert set(heads) == {"articleType", "gender"}  # columns without two classes get no head
     for column, truth in (("articleType", kinds.astype(str)), ("gender", np.array(["Men", "Women"])[sexes])):
-        predicted = np.array(heads[column]["classes"])[np.argmax(scores(heads, x[~fit])[column], axis=1)]
-        assert (predicted == truth[~fit]).mean() > 0.95 and heads[column]["heldout_accuracy"] > 0.95
-    save_heads(tmp_path / "heads.npz", heads)
-    described = {c: {k: v for k, v in h.items() if not isinstance(v, np.ndarray)} for c, h in heads.items()}
-    again = load_heads(tmp_path / "heads.npz", described)
+        predicted = np.array(heads[column].classes)[np.argmax(heads.scores(x[~fit])[column], axis=1)]
+        assert (predicted == truth[~fit]).mean() > 0.95 and heads[column].heldout_accuracy > 0.95
+    heads.save(tmp_path / "heads.npz")
+    again = Heads.load(tmp_path / "heads.npz", heads.describe())
     for column in heads:
-        np.testing.assert_array_equal(scores(again, x)[column], scores(heads, x)[column])
+        np.testing.assert_array_equal(again.scores(x)[column], heads.scores(x)[column])
+    one = heads.probabilities(x[0])  # one descriptor: every head from one pass through the shared layer
+    assert set(one) == {"articleType", "gender"} and np.isclose(one["gender"].sum(), 1.0)
+    assert [label for label, _ in heads.top(one, top=1)["gender"]] == [np.array(["Men", "Women"])[sexes[0]]]
 
 
-def _views_nearest_their_own_photo(projection: dict, descriptors: np.ndarray, views: np.ndarray, rows: np.ndarray) -> float:
+def _views_nearest_their_own_photo(
+    space: SearchSpace, descriptors: np.ndarray, views: np.ndarray, rows: np.ndarray
+) -> float:
     d = descriptors.shape[1] - COLOUR_BINS
-    z = lambda f: _unit(_unit(f[:, :d]) @ projection["weight"].T + projection["bias"])
+
+    def z(f: np.ndarray) -> np.ndarray:
+        return _unit(_unit(f[:, :d]) @ space.weight.T + space.bias)
+
     catalog, shots = z(descriptors), z(views)
     return float((np.argmax(shots @ catalog.T, axis=1) == rows).mean())
 
@@ -51,15 +64,30 @@ def test_the_instance_loss_keeps_a_synthetic_view_closest_to_its_own_photo():
     features = centres[classes] + rng.normal(size=(n, d))
     descriptors = np.hstack([features, np.ones((n, COLOUR_BINS))]).astype(np.float32)
     fit_rows = np.flatnonzero(~heldout_mask(ids))[:150]
-    views = descriptors[fit_rows] + np.hstack([rng.normal(scale=1.2, size=(len(fit_rows), d)), np.zeros((len(fit_rows), COLOUR_BINS))])
+    views = descriptors[fit_rows] + np.hstack(
+        [rng.normal(scale=1.2, size=(len(fit_rows), d)), np.zeros((len(fit_rows), COLOUR_BINS))]
+    )
     columns = {c: classes.astype(str) for c in ("articleType", "gender", "baseColour", "subCategory", "usage")}
-    found = {w: _views_nearest_their_own_photo(
-        train_projection(descriptors, ids, columns, views.astype(np.float32), ids[fit_rows], dim=16, raw_dims=8,
-                         instance_weight=w), descriptors, views, fit_rows) for w in (0.0, 1.0)}
+    found = {
+        w: _views_nearest_their_own_photo(
+            fit_search_space(
+                descriptors,
+                ids,
+                columns,
+                views.astype(np.float32),
+                ids[fit_rows],
+                settings=SearchSpaceSettings(dim=16, raw_dims=8, instance_weight=w),
+            ),
+            descriptors,
+            views,
+            fit_rows,
+        )
+        for w in (0.0, 1.0)
+    }
     assert found[1.0] > found[0.0] + 0.1, found
-    # A catalog too small for any synthetic view still gets a projection (no instance loss then).
-    alone = train_projection(descriptors, ids, columns, None, None, dim=16, raw_dims=8)
-    assert alone["weight"].shape == (16, d) and alone["info"]["train_views"] == 0
+    # A catalog too small for any synthetic view still gets a search space (no instance loss then).
+    alone = fit_search_space(descriptors, ids, columns, None, None, settings=SearchSpaceSettings(dim=16, raw_dims=8))
+    assert alone.weight.shape == (16, d) and alone.info["train_views"] == 0
 
 
 def test_training_sample_caps_fit_rows_deterministically_and_keeps_required_rows():
@@ -74,4 +102,6 @@ def test_training_sample_caps_fit_rows_deterministically_and_keeps_required_rows
     assert not (sample & ~fit).any()  # never a held-out row
     assert (sample & fit & keep).sum() == (fit & keep).sum() and 100 <= sample.sum() <= 140
     shuffled = np.random.default_rng(0).permutation(len(ids))  # the choice follows the ids, not their order
-    assert set(ids[shuffled][training_sample(ids[shuffled], fit[shuffled], cap=100)]) == set(ids[training_sample(ids, fit, cap=100)])
+    assert set(ids[shuffled][training_sample(ids[shuffled], fit[shuffled], cap=100)]) == set(
+        ids[training_sample(ids, fit, cap=100)]
+    )

@@ -1,15 +1,16 @@
 """Fetching a URL for a shopper cannot reach private addresses, however they are spelled or reached;
 bad responses give one clear sentence. Live traffic goes to a 127.0.0.1 test server only."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from recommender import url_fetch
 from recommender.images import load_image
-from recommender.url_fetch import URLFetcher, URLRefused
-from tests.image_server import ImageServer
+from recommender.serve import url_fetch
+from recommender.serve.url_fetch import URLFetcher, URLRefused
+from tests.helpers.image_server import ImageServer
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def no_connect(monkeypatch):
     def refuse(address, *args, **kwargs):
         attempts.append(address)
         raise AssertionError(f"the guard let a connection to {address} through")
+
     monkeypatch.setattr(url_fetch.socket, "create_connection", refuse)
     return attempts
 
@@ -57,21 +59,47 @@ def test_default_fetcher_refuses_loopback(server):
         URLFetcher().fetch(server.url("/images/10138.jpg"))
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://0x7f000001/",
-    "http://2130706433/", "http://0177.0.0.1/", "http://127.1/", "http://0/", "http://localhost/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0x7f000001/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://0/",
+        "http://localhost/",
+    ],
+)
 def test_loopback_in_every_spelling_is_refused(url, no_connect):
     with pytest.raises(URLRefused, match="private or local"):
         URLFetcher().fetch(url)
     assert no_connect == []
 
 
-@pytest.mark.parametrize("address", [
-    "10.1.2.3", "172.16.0.1", "172.31.255.254", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-    "224.0.0.1", "0.0.0.0", "fc00::1", "fd12:3456::1", "fe80::1", "::", "ff02::1", "::ffff:10.0.0.1",
-    "64:ff9b::a00:1", "2002:c0a8:0101::1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "172.16.0.1",
+        "172.31.255.254",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "fc00::1",
+        "fd12:3456::1",
+        "fe80::1",
+        "::",
+        "ff02::1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a00:1",
+        "2002:c0a8:0101::1",
+    ],
+)
 def test_hosts_resolving_to_private_addresses_are_refused_without_connecting(address, no_connect):
     fetcher = URLFetcher(resolver=lambda host, port: [address])
     with pytest.raises(URLRefused, match="private or local"):
@@ -94,15 +122,18 @@ def test_public_host_is_allowed_and_connected_by_its_checked_address(no_connect)
     assert no_connect == [("93.184.216.34", 80)]
 
 
-@pytest.mark.parametrize("url, message", [
-    ("ftp://example.com/a.jpg", "Only http:// and https://"),
-    ("file:///etc/passwd", "Only http:// and https://"),
-    ("javascript:alert(1)", "Only http:// and https://"),
-    ("", "empty"),
-    ("http://user:pw@example.com/a.jpg", "user name or password"),
-    ("http://[::1/", "malformed"),
-    ("http:///nohost", "no host name"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("ftp://example.com/a.jpg", "Only http:// and https://"),
+        ("file:///etc/passwd", "Only http:// and https://"),
+        ("javascript:alert(1)", "Only http:// and https://"),
+        ("", "empty"),
+        ("http://user:pw@example.com/a.jpg", "user name or password"),
+        ("http://[::1/", "malformed"),
+        ("http:///nohost", "no host name"),
+    ],
+)
 def test_bad_urls_are_one_clear_sentence(url, message, no_connect):
     with pytest.raises(URLRefused, match=message):
         URLFetcher(resolver=lambda h, p: ["93.184.216.34"]).fetch(url)

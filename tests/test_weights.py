@@ -1,5 +1,6 @@
 """The npm Keras ResNet50 v1 converts exactly into timm's ResNet50, and the converted model sees
 real catalog photos as the ImageNet classes a person would name."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ from recommender.errors import WeightsError
 from recommender.images import load_image
 from recommender.pooling import gem_pool, regional_gem
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
-from tests.conftest import CACHE, SAMPLE
+from tests.helpers import CACHE, SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,9 @@ def model(real_weights):
 def keras_conv_bn(t, x, conv, bn, stride=1, padding=0):
     """Keras Conv2D (HWIO kernel + bias) then BatchNormalization (eps 1e-3), straight from the npm tensors."""
     y = F.conv2d(x, t[f"{conv}/kernel"].permute(3, 2, 0, 1), t[f"{conv}/bias"], stride=stride, padding=padding)
-    return F.batch_norm(y, t[f"{bn}/moving_mean"], t[f"{bn}/moving_variance"], t[f"{bn}/gamma"], t[f"{bn}/beta"], eps=1e-3)
+    return F.batch_norm(
+        y, t[f"{bn}/moving_mean"], t[f"{bn}/moving_variance"], t[f"{bn}/gamma"], t[f"{bn}/beta"], eps=1e-3
+    )
 
 
 def test_tarball_is_the_pinned_one_and_has_320_tensors(keras):

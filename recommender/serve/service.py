@@ -1,5 +1,6 @@
 """What the app and its API do, as plain functions over a Recommender: JSON-able in, JSON-able out.
 The Gradio layer (ui.py, app.py) only adapts these."""
+
 from __future__ import annotations
 
 import logging
@@ -9,44 +10,47 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UserError, whole_number
-from .images import ImageInput, load_image
+from ..errors import UserError, whole_number
+from ..images import ImageInput, load_image
+from ..vocabulary import ALL, HEAD_COLUMNS, filters_from_api
+from .ranking import rocchio
 from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
 
 log = logging.getLogger("recommender.service")
-HEAD_ORDER = ("articleType", "gender", "masterCategory", "subCategory", "baseColour", "usage")
-# Rocchio weights (query, liked, disliked): the textbook defaults; the quality report measures the lift.
-ROCCHIO = (1.0, 0.75, 0.25)
 
 
 def match_json(match: Match) -> dict:
     """The match shape clients rely on; `image` is the thumbnail path (served as a file by the app)."""
     a = match.attributes
-    return {"id": match.id, "name": match.name, "score": match.score, "gender": a["gender"],
-            "masterCategory": a["masterCategory"], "subCategory": a["subCategory"],
-            "articleType": a["articleType"], "baseColour": a["baseColour"], "image": match.thumbnail}
+    return {
+        "id": match.id,
+        "name": match.name,
+        "score": match.score,
+        "gender": a["gender"],
+        "masterCategory": a["masterCategory"],
+        "subCategory": a["subCategory"],
+        "articleType": a["articleType"],
+        "baseColour": a["baseColour"],
+        "image": match.thumbnail,
+    }
 
 
 def classification_json(predictions: dict[str, list[tuple[str, float]]]) -> dict:
-    return {head: [{"label": label, "confidence": round(p, 4)} for label, p in predictions[head]]
-            for head in HEAD_ORDER if head in predictions}
+    return {
+        head: [{"label": label, "confidence": round(p, 4)} for label, p in predictions[head]]
+        for head in HEAD_COLUMNS
+        if head in predictions
+    }
 
 
-def filters(gender: str = "All", master_category: str = "All", article_type: str = "All",
-            sub_category: str = "All") -> dict[str, str]:
-    return {"gender": gender, "masterCategory": master_category, "subCategory": sub_category, "articleType": article_type}
-
-
-def rocchio(query: np.ndarray, liked: list[np.ndarray], disliked: list[np.ndarray]) -> np.ndarray:
-    """Move the query towards liked items and away from disliked ones (unit length out)."""
-    alpha, beta, gamma = ROCCHIO
-    vector = alpha * np.asarray(query, np.float32)
-    if liked:
-        vector = vector + beta * np.mean(liked, axis=0)
-    if disliked:
-        vector = vector - gamma * np.mean(disliked, axis=0)
-    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+def filters(
+    gender: str = ALL, master_category: str = ALL, article_type: str = ALL, sub_category: str = ALL
+) -> dict[str, str]:
+    """The API's filter arguments as catalog-column filters."""
+    return filters_from_api(
+        gender=gender, master_category=master_category, article_type=article_type, sub_category=sub_category
+    )
 
 
 def catalog_ids(rec: Recommender, values: object, name: str) -> list[int]:
@@ -62,6 +66,7 @@ def catalog_ids(rec: Recommender, values: object, name: str) -> list[int]:
 @dataclass
 class Profile:
     """One shopper's session: the current query and what they liked or disliked so far."""
+
     query: np.ndarray | None = None
     liked: list[int] = field(default_factory=list)
     disliked: list[int] = field(default_factory=list)
@@ -90,7 +95,10 @@ class Service:
                 self.status = f"The catalog index could not be built: {exc}"
             except Exception as exc:  # keep serving a clear status instead of "being prepared" forever
                 log.exception("building the index failed")
-                self.status = f"The catalog index could not be built ({type(exc).__name__}); see the server log and restart."
+                self.status = (
+                    f"The catalog index could not be built ({type(exc).__name__}); see the server log and restart."
+                )
+
         thread = threading.Thread(target=run, name="index-builder", daemon=True)
         thread.start()
         return thread
@@ -114,11 +122,12 @@ class Service:
     def recommend(self, image: ImageInput | None, k: int = 12, **filter_values: str) -> tuple[dict, np.ndarray]:
         """Classification and top-k for a photo; also returns the query vector for refinement."""
         rec = self.recommender
-        features = rec.features(self.load_image(image))
-        vector = rec.to_search_space(features)
-        results = rec.search_vector(vector, k, filters(**filter_values))
-        return {"classification": classification_json(rec.classify_vector(features)),
-                "results": [match_json(m) for m in results]}, vector
+        query = rec.query(self.load_image(image))
+        results = rec.search_vector(query.vector, k, filters(**filter_values))
+        return {
+            "classification": classification_json(rec.heads.top(query.probabilities)),
+            "results": [match_json(m) for m in results],
+        }, query.vector
 
     def fetch_url(self, url: str) -> bytes:
         return self.fetcher.fetch(url)
@@ -127,8 +136,14 @@ class Service:
         return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, k, filters(**filter_values))]}
 
     def classify(self, image: ImageInput | None) -> dict:
-        rec = self.recommender
-        return classification_json(rec.classify_vector(rec.features(self.load_image(image))))
+        return classification_json(self.recommender.classify(self.load_image(image)))
+
+    def item_vector(self, item_id: int | str) -> np.ndarray:
+        """A catalog item's search vector: the query of "more like this", for refining from there."""
+        return self.recommender.vector_of(item_id)
+
+    def catalog_size(self) -> int:
+        return len(self.recommender.metadata)
 
     def browse(self, page: int = 1, page_size: int = 12, **filter_values: str) -> dict:
         """The catalog in id order, filtered, one page at a time (no photo needed)."""
@@ -138,10 +153,15 @@ class Service:
         rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
         rows = rows[np.argsort(rec.metadata.ids[rows], kind="stable")]
         start = (page - 1) * page_size
-        page_rows = rows[start:start + page_size]
-        return {"results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in page_rows], "total": int(len(rows))}
+        page_rows = rows[start : start + page_size]
+        return {
+            "results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in page_rows],
+            "total": int(len(rows)),
+        }
 
-    def refine(self, profile: Profile, liked: list[int], disliked: list[int], k: int = 12, **filter_values: str) -> dict:
+    def refine(
+        self, profile: Profile, liked: list[int], disliked: list[int], k: int = 12, **filter_values: str
+    ) -> dict:
         """Rocchio update of the session's query from liked/disliked results, then search again."""
         if profile.query is None:
             raise UserError("Search with a photo (or pick a catalog item) first, then mark results you like.")
@@ -150,15 +170,20 @@ class Service:
         liked, disliked = catalog_ids(rec, liked, "liked"), catalog_ids(rec, disliked, "disliked")
         profile.liked = list(dict.fromkeys(profile.liked + liked))
         profile.disliked = list(dict.fromkeys(profile.disliked + disliked))
-        vector = rocchio(profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked])
+        vector = rocchio(
+            profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked]
+        )
         seen = {rec.row_of(i) for i in profile.disliked}
         results = rec.search_vector(vector, k, filters(**filter_values), exclude_rows=tuple(seen))
         return {"results": [match_json(m) for m in results]}
 
-    def filter_choices(self, master_category: str = "All", sub_category: str = "All") -> dict[str, list[str]]:
+    def filter_choices(self, master_category: str = ALL, sub_category: str = ALL) -> dict[str, list[str]]:
         """Dropdown choices from the index metadata; sub-category and article type depend on the ones above."""
         md = self.recommender.metadata
         where = {"masterCategory": master_category}
-        return {"gender": md.values("gender"), "masterCategory": md.values("masterCategory"),
-                "subCategory": md.values("subCategory", where),
-                "articleType": md.values("articleType", dict(where, subCategory=sub_category))}
+        return {
+            "gender": md.values("gender"),
+            "masterCategory": md.values("masterCategory"),
+            "subCategory": md.values("subCategory", where),
+            "articleType": md.values("articleType", dict(where, subCategory=sub_category)),
+        }

@@ -1,5 +1,6 @@
 """A local HTTP server (127.0.0.1 only) that serves images and misbehaves on purpose, for URL tests
 and load runs. Nothing here ever talks to another host."""
+
 from __future__ import annotations
 
 import threading
@@ -7,7 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -16,7 +17,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def _send(self, status: int, body: bytes = b"", content_type: str = "image/jpeg", headers: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes = b"", content_type: str = "image/jpeg", headers: dict | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

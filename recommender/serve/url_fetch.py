@@ -4,6 +4,7 @@ Only http(s); every address the host resolves to must be public; the connection 
 that was checked (no DNS-rebinding window); each redirect is checked again (at most 3); one deadline
 for the whole fetch; the body is streamed and cut at 10 MB. (gradio's `safehttpx` was not used: it
 asks dns.google over the internet when resolving, and follows no redirect or size policy of ours.)"""
+
 from __future__ import annotations
 
 import http.client
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
-from .errors import UserError
+from ..errors import UserError
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 3
@@ -69,8 +70,15 @@ def is_public(ip: Address) -> bool:
     inner = _embedded_ipv4(ip)
     if inner is not None:
         return is_public(inner)
-    special = (ip.is_multicast, ip.is_reserved, ip.is_unspecified, ip.is_loopback, ip.is_link_local,
-               ip.is_private, getattr(ip, "is_site_local", False))
+    special = (
+        ip.is_multicast,
+        ip.is_reserved,
+        ip.is_unspecified,
+        ip.is_loopback,
+        ip.is_link_local,
+        ip.is_private,
+        getattr(ip, "is_site_local", False),
+    )
     return ip.is_global and not any(special)
 
 
@@ -89,8 +97,13 @@ class URLFetcher:
     `allow_addresses` names exact non-public addresses that may be fetched anyway: for tests and load
     runs against a local server only; it is empty unless a caller sets it."""
 
-    def __init__(self, resolver: Resolver = system_resolver, allow_addresses: frozenset[str] = frozenset(),
-                 timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        resolver: Resolver = system_resolver,
+        allow_addresses: frozenset[str] = frozenset(),
+        timeout_s: float = TIMEOUT_S,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
         self.resolver = resolver
         self.allow_addresses = frozenset(str(ipaddress.ip_address(a)) for a in allow_addresses)
         self.timeout_s, self.max_bytes = timeout_s, max_bytes
@@ -107,7 +120,9 @@ class URLFetcher:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            raise URLRefused("The image URL is malformed; paste the full link, starting with http:// or https://.") from None
+            raise URLRefused(
+                "The image URL is malformed; paste the full link, starting with http:// or https://."
+            ) from None
         if parts.scheme not in ("http", "https"):
             raise URLRefused("Only http:// and https:// image URLs can be fetched; paste a web link to the photo.")
         if not parts.hostname:
@@ -122,7 +137,10 @@ class URLFetcher:
             raise URLRefused(f"The host {host} could not be found; check the image URL.")
         refused = [c for c in candidates if not self.allowed(c)]
         if refused:  # any private answer refuses the host: a mixed answer is how rebinding attacks start
-            raise URLRefused(f"The image URL points to a private or local address ({refused[0]}), which is not fetched; use a public link.")
+            raise URLRefused(
+                f"The image URL points to a private or local address ({refused[0]}), which is not fetched; "
+                "use a public link."
+            )
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return Target(parts.scheme, host, port, path, str(candidates[0]))
 
@@ -139,6 +157,7 @@ class URLFetcher:
             if target.scheme == "https":
                 conn.sock = context.wrap_socket(conn.sock, server_hostname=target.host)
             conn.checked_socket = conn.sock  # http.client drops conn.sock on "Connection: close"
+
         conn.connect = connect
         return conn
 
@@ -149,8 +168,15 @@ class URLFetcher:
             target = self.check(url)
             try:
                 conn = self._connection(target, max(0.1, deadline - time.monotonic()))
-                conn.request("GET", target.path, headers={"Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
-                                                          "User-Agent": USER_AGENT, "Accept": "image/*"})
+                conn.request(
+                    "GET",
+                    target.path,
+                    headers={
+                        "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+                        "User-Agent": USER_AGENT,
+                        "Accept": "image/*",
+                    },
+                )
                 response = conn.getresponse()
                 if response.status in (301, 302, 303, 307, 308):
                     location = response.getheader("Location")
@@ -161,20 +187,28 @@ class URLFetcher:
                     continue
                 if response.status != 200:
                     conn.close()
-                    raise URLRefused(f"The image URL answered HTTP {response.status}; check that the link opens the photo.")
+                    raise URLRefused(
+                        f"The image URL answered HTTP {response.status}; check that the link opens the photo."
+                    )
                 return self._read(response, conn, deadline)
             except URLRefused:
                 raise
             except (socket.timeout, TimeoutError):
-                raise URLRefused(f"The image URL did not answer within {self.timeout_s:.0f} seconds; try another link.") from None
+                raise URLRefused(
+                    f"The image URL did not answer within {self.timeout_s:.0f} seconds; try another link."
+                ) from None
             except ssl.SSLError:
                 raise URLRefused("The image URL's HTTPS certificate could not be verified; use another link.") from None
             except (OSError, http.client.HTTPException):
-                raise URLRefused("The image URL could not be reached; check the link or upload the photo instead.") from None
+                raise URLRefused(
+                    "The image URL could not be reached; check the link or upload the photo instead."
+                ) from None
         raise URLRefused(f"The image URL redirected more than {MAX_REDIRECTS} times; use the direct link to the photo.")
 
     def _read(self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float) -> bytes:
-        too_big = URLRefused(f"The image at that URL is larger than {self.max_bytes // (1024 * 1024)} MB; use a smaller photo.")
+        too_big = URLRefused(
+            f"The image at that URL is larger than {self.max_bytes // (1024 * 1024)} MB; use a smaller photo."
+        )
         length = response.getheader("Content-Length")
         if length and length.isdigit() and int(length) > self.max_bytes:
             conn.close()
@@ -184,7 +218,9 @@ class URLFetcher:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise URLRefused(f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link.")
+                    raise URLRefused(
+                        f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link."
+                    )
                 conn.checked_socket.settimeout(remaining)
                 chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
                 if not chunk:

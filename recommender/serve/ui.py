@@ -1,5 +1,6 @@
 """Adapters between the Service and Gradio: errors as one sentence, results as gallery items,
 labels and served files. No business logic lives here."""
+
 from __future__ import annotations
 
 import functools
@@ -9,15 +10,16 @@ from typing import Callable
 import gradio as gr
 from gradio.data_classes import FileData
 
-from .errors import UserError
+from ..errors import UserError
+from ..vocabulary import TITLES
 
 log = logging.getLogger("recommender.ui")
-HEAD_TITLES = {"gender": "Gender", "masterCategory": "Category", "subCategory": "Sub-category",
-               "baseColour": "Colour", "usage": "Usage"}
+DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 
 
 def guarded(fn: Callable) -> Callable:
     """User errors become a one-sentence gr.Error; anything else is logged and explained politely."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -29,6 +31,7 @@ def guarded(fn: Callable) -> Callable:
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
+
     return wrapper
 
 
@@ -55,6 +58,7 @@ def gallery(results: list[dict]) -> list[tuple[str, str]]:
     def caption(r: dict) -> str:
         score = "" if r["score"] is None else f" · {r['score']:.2f}"  # browse results have no score
         return f"{r['name']} — {r['articleType']}, {r['baseColour']}{score}"
+
     return [(r["image"], caption(r)) for r in results]
 
 
@@ -63,8 +67,11 @@ def article_label(classification: dict) -> dict[str, float]:
 
 
 def details_markdown(classification: dict) -> str:
-    rows = [f"| {HEAD_TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
-            for h, c in classification.items() if h in HEAD_TITLES and c]
+    rows = [
+        f"| {TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
+        for h, c in classification.items()
+        if h in DETAIL_HEADS and c
+    ]
     return "| | prediction | confidence |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
 
 

@@ -1,0 +1,130 @@
+"""Decoding: catalog items -> model inputs, synthetic views and thumbnails, in forked processes that run
+ahead of the model."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import math
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..augment import gets_view, shopper_view
+from ..catalog import CatalogItem
+from ..embedder import Embedder, Preprocessor
+from ..errors import ImageError
+from ..images import load_image
+
+THUMB_MAX_SIDE = 256  # the catalog's own 60x80 JPEGs are kept byte for byte; larger ones are shrunk
+CHUNK = 8  # items per task: fewer round trips, still small enough to spread a batch over many processes
+
+Input = tuple[np.ndarray, np.ndarray]  # what a Preprocessor returns: uint8 pixels, colour histogram
+
+
+@dataclass
+class Prepared:
+    item: CatalogItem
+    input: Input | None
+    view: Input | None  # a synthetic shopper photo of the item, for training the search space
+    thumbnail: bytes | None
+    image_sha: str
+    error: str | None
+
+
+def prepare_item(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
+    """Decode, preprocess and make the thumbnail of one item."""
+    if item.data is None:
+        return Prepared(item, None, None, None, "", "row without an image")
+    try:
+        image = load_image(item.data)
+    except ImageError:
+        return Prepared(item, None, None, None, "", "image that cannot be decoded")
+    if max(image.size) <= THUMB_MAX_SIDE and item.data[:3] == b"\xff\xd8\xff":
+        thumbnail = item.data
+    else:
+        small = image.copy()
+        small.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        small.save(buffer, "JPEG", quality=90)
+        thumbnail = buffer.getvalue()
+    view = preprocess(shopper_view(image, seed=int(item.id))) if gets_view(item.id, item.position) else None
+    return Prepared(item, preprocess(image), view, thumbnail, hashlib.sha256(item.data).hexdigest(), None)
+
+
+_WORKER: dict = {}  # in a decode process: its Preprocessor
+
+
+def _die_with_parent(parent: int) -> None:
+    """A forked worker holds both ends of its task pipe, so it would wait forever for work from a
+    parent that was killed (SIGKILL, OOM): have Linux kill it with its parent (pid `parent`)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such call; the orphan then lingers until its pipe errors
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect (re-parented)
+        os._exit(1)
+
+
+def _start_worker(parent: int, preprocess: Preprocessor) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: one message, no traces
+    torch.set_num_threads(1)  # one core per process
+    _WORKER.update(preprocess=preprocess)
+
+
+def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
+    """In a decode process: prepare items (their model inputs are uint8 numpy arrays: cheap to send)."""
+    return [prepare_item(item, _WORKER["preprocess"]) for item in items]
+
+
+def default_workers(embedder: Embedder) -> int:
+    """Decode processes. On the CPU one is enough (it prepares several times what the model embeds) and
+    leaves the cores to the model; a GPU outruns one decode process 50 times over, so there every core
+    but the main process's decodes (docs/benchmarks.md)."""
+    if embedder.device.type != "cuda":
+        return 1
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
+    """`workers` decode processes, forked (as torch's DataLoader does): spawn and forkserver would re-run
+    the main module in every worker (app.py imports Gradio; a script fed on stdin cannot be re-run at
+    all) and take seconds to start. The workers touch neither the GPU nor torch's thread pool."""
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), embedder.preprocessor),
+    )
+
+
+def prepared_batches(
+    items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor, workers: int
+) -> Iterator[list[Prepared]]:
+    """Batches in stream order, prepared by the pool while the model works on earlier ones; enough
+    chunks in flight to keep every decode process busy."""
+    ahead = max(1, math.ceil(2 * workers * CHUNK / batch_size))
+    in_flight: deque[list[Future]] = deque()
+
+    def collect(futures: list[Future]) -> list[Prepared]:
+        return [p for future in futures for p in future.result()]
+
+    items = iter(items)
+    while batch := list(itertools.islice(items, batch_size)):
+        in_flight.append([pool.submit(_prepare_chunk, batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)])
+        if len(in_flight) > ahead:
+            yield collect(in_flight.popleft())
+    while in_flight:
+        yield collect(in_flight.popleft())

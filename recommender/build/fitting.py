@@ -1,0 +1,75 @@
+"""Fitting: the shards' descriptors -> trained heads, a fitted search space, the HNSW index, metadata
+and the manifest, written into the folder that is about to be published."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import artifacts
+from ..errors import UserError
+from ..heads import train_heads
+from ..metadata import Metadata
+from ..search_space import fit_search_space
+from ..serve.index import build_hnsw
+from ..vocabulary import ATTRIBUTE_COLUMNS
+from .shards import read_shards
+
+
+def train_and_index(
+    folder: Path,
+    shard_folders: list[Path],
+    embedder_info: dict,
+    source_info: dict,
+    skipped_source: dict[str, list],
+    params: dict,
+    device: torch.device | None = None,
+) -> dict:
+    """Train the heads and the search space on the fit part, project every row, build the index and
+    write them with the metadata and manifest into `folder` (whose thumbnails are already in place).
+    Training runs on `device` (default: CUDA when there is one). Returns the manifest."""
+    shards = read_shards(shard_folders)
+    vectors, rows = shards.vectors, shards.rows
+    if not rows:
+        raise UserError("No catalog item could be embedded (every row was skipped); check the source's images.")
+    ids = np.array([r["id"] for r in rows])
+    metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
+    np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
+    t0 = time.perf_counter()
+    heads = train_heads(
+        vectors, ids, metadata.columns, device=device
+    )  # first: the search space includes their predictions
+    heads_s = time.perf_counter() - t0
+    heads.save(folder / artifacts.HEADS)
+    t0 = time.perf_counter()
+    space = fit_search_space(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads, device=device)
+    search_vectors = space.project(vectors, heads)
+    space_s = time.perf_counter() - t0
+    space.save(folder / artifacts.PROJECTION)
+    np.save(folder / artifacts.EMBEDDINGS, search_vectors)
+    t0 = time.perf_counter()
+    hnsw = build_hnsw(search_vectors)
+    hnsw.save_index(str(folder / artifacts.INDEX))
+    index_s = time.perf_counter() - t0
+    metadata.save(folder / artifacts.METADATA)
+    for reason, item_id in shards.skipped:
+        skipped_source.setdefault(reason, []).append(item_id)
+    timings = {"heads_train_s": round(heads_s, 1), "index_build_s": round(index_s, 2)}
+    manifest = artifacts.make_manifest(
+        embedder_info,
+        source_info,
+        params,
+        timings,
+        heads,
+        space,
+        round(space_s, 1),
+        count=len(rows),
+        feature_dim=int(vectors.shape[1]),
+        dim=int(search_vectors.shape[1]),
+        skipped=skipped_source,
+    )
+    artifacts.write_manifest(folder, manifest)
+    return manifest

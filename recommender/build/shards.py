@@ -1,0 +1,128 @@
+"""Shards: the embed stage's output, committed atomically every `SHARD_SIZE` stream positions into
+`<out>.partial/shards/`, so an interrupted run resumes after the last complete one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import artifacts
+
+if TYPE_CHECKING:
+    from .decode import Prepared
+
+SHARD_SIZE = 1024
+WORK_KEY = "work.json"
+
+
+class ShardWriter:
+    """Collects one shard's rows and commits them atomically; a shard file exists only when complete."""
+
+    def __init__(self, folder: Path, number: int) -> None:
+        self.path = folder / f"shard-{number:05d}.npz"
+        self.rows: list[dict] = []
+        self.vectors: list[np.ndarray] = []
+        self.skipped: list[list] = []
+        self.views: list[np.ndarray] = []
+        self.view_ids: list[int] = []
+
+    def add(self, prepared: Prepared, vector: np.ndarray) -> None:
+        item = prepared.item
+        self.rows.append({"position": item.position, "id": item.id, "image_sha": prepared.image_sha, **item.attributes})
+        self.vectors.append(vector)
+
+    def add_view(self, item_id: int, vector: np.ndarray) -> None:
+        self.view_ids.append(int(item_id))
+        self.views.append(vector)
+
+    def commit(self) -> None:
+        vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+        views = np.stack(self.views) if self.views else np.zeros((0, 0), np.float32)
+        meta = json.dumps({"rows": self.rows, "skipped": self.skipped, "view_ids": self.view_ids}, ensure_ascii=False)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(
+                    handle,
+                    vectors=vectors.astype(np.float32),
+                    views=views.astype(np.float32),
+                    meta=np.frombuffer(meta.encode(), np.uint8),
+                )
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        artifacts.write_atomic(self.path, write)
+
+
+@dataclass
+class Shards:
+    """Everything the shard files of a run hold, rows in stream order."""
+
+    vectors: np.ndarray
+    rows: list[dict]
+    skipped: list[list]
+    views: np.ndarray  # descriptors of synthetic shopper photos ...
+    view_ids: np.ndarray  # ... of these catalog items
+
+
+def complete_shards(folder: Path) -> int:
+    """How many shards from the first on are complete: where a rerun resumes."""
+    done = {int(p.stem.split("-")[1]) for p in folder.glob("shard-*.npz")}
+    resume_from = 0
+    while resume_from in done:
+        resume_from += 1
+    return resume_from
+
+
+def read_shards(folders: Iterable[Path]) -> Shards:
+    """All committed rows (and synthetic views) of the given shard folders."""
+    vectors, rows, skipped, views, view_ids = [], [], [], [], []
+    for folder in folders:
+        for path in sorted(folder.glob("shard-*.npz")):
+            with np.load(path) as data:
+                meta = json.loads(data["meta"].tobytes().decode())
+                if meta["rows"]:
+                    vectors.append(data["vectors"])
+                if meta["view_ids"]:
+                    views.append(data["views"])
+                rows += meta["rows"]
+                skipped += meta["skipped"]
+                view_ids += meta["view_ids"]
+    order = np.argsort([r["position"] for r in rows], kind="stable")
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    return Shards(
+        matrix[order] if len(rows) else matrix,
+        [rows[i] for i in order],
+        skipped,
+        np.concatenate(views) if views else np.zeros((0, matrix.shape[1]), np.float32),
+        np.asarray(view_ids, np.int64),
+    )
+
+
+def open_work(work: Path, key: dict) -> None:
+    """Keep a partial run only if it was started with the same source, model and parameters (`key`)."""
+    key_file = work / WORK_KEY
+    if work.exists():
+        try:
+            same = json.loads(key_file.read_text()) == key
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            print(f"Discarding the partial build in {work}: it was started with other settings.", flush=True)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not key_file.exists():
+        artifacts.write_atomic(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=1)))
+
+
+def close_work(work: Path) -> None:
+    """Drop what only a resume needs, before the work folder is published."""
+    shutil.rmtree(work / "shards")
+    (work / WORK_KEY).unlink()

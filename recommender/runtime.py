@@ -1,0 +1,24 @@
+"""Process-wide settings, made once at start by the app and the scripts (the library sets nothing on import)."""
+
+from __future__ import annotations
+
+import os
+
+from PIL import Image
+from threadpoolctl import threadpool_limits
+
+from .images import MAX_PIXELS
+
+
+def configure_runtime(build: bool = False) -> None:
+    """- One BLAS thread: numpy's OpenBLAS threads keep spinning after a matmul and starve the model's
+      threads on a 2-core machine (an exact scan between queries made search p50 130 ms instead of 30).
+    - Pillow's own decompression-bomb limit at the loader's, so decoders we do not call ourselves
+      (Gradio's upload preview) are protected too.
+    - `build`: idle OpenMP threads sleep instead of spinning, so the decode process gets a core without
+      stalling the model (faster precompute; it would double a query's latency in the app). It takes
+      effect only if torch is not loaded yet: call this first."""
+    threadpool_limits(limits=1, user_api="blas")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    if build:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

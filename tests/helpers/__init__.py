@@ -1,0 +1,46 @@
+"""Helpers the tests share: small real catalogs cut from the bundled sample, and the app on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample"
+CACHE = Path(os.environ.get("RECOMMENDER_CACHE", Path.home() / ".cache" / "fashion-recommender"))
+
+
+def sample_rows(n: int, start: int = 0) -> list[list[str]]:
+    with open(SAMPLE / "styles.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    return [rows[0]] + rows[1 + start : 1 + start + n]
+
+
+def make_catalog(folder: Path, rows: list[list[str]]) -> Path:
+    """A Kaggle-style folder (styles.csv + images/) holding the given sample rows."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    with open(folder / "styles.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    for row in rows[1:]:
+        image = SAMPLE / "images" / f"{row[0]}.jpg"
+        if image.is_file():
+            shutil.copy(image, folder / "images" / image.name)
+    return folder
+
+
+@contextlib.contextmanager
+def serve(service, index_dir: Path, examples: list[str] | None = None):
+    """The app on a free loopback port; yields its URL."""
+    import app as app_module
+
+    demo = app_module.build_app(service, examples)
+    demo.queue(default_concurrency_limit=8).launch(
+        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, allowed_paths=[str(index_dir / "thumbnails")]
+    )
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
