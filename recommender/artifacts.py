@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .heads import Heads
     from .search_space import SearchSpace
 
-SCHEMA_VERSION = 2  # 2: descriptors with colour, GeM, trimmed input, PCA + projection + colour search space
+# 3: every photo brought to the catalog's detail (preprocessing.detail_side); an older index is rebuilt.
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
 # The descriptors: ResNet50 features (last stage 2048, third stage 1024) + 64-bin colour; heads and fitting read them.

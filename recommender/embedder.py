@@ -22,8 +22,10 @@ from .weights import load_model, state_dict_sha256
 # (height, width): 224 px high, 3:4 like the catalog photos: 1.32x faster than a 224 px square at the
 # same quality; smaller inputs lose quality (docs/experiments.md#embedding).
 INPUT_SIZE = (224, 168)
-# How a product sharper than the catalog is brought to the catalog's detail (antialiased shrinking).
-DETAIL_FILTER = Image.Resampling.LANCZOS
+# How much of a photo's framing its product keeps when it is brought to the catalog's detail: 0 sizes
+# every product like one filling a catalog photo, 1 keeps the photo's own framing; 0.25 measured best
+# on real photos and on re-framed ones together (docs/experiments.md#real-photos).
+FRAMING_EXPONENT = 0.25
 MAX_SIDE_BEFORE_PAD = 1024
 
 
@@ -59,27 +61,34 @@ class Preprocessor:
 
     def __call__(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         """RGB PIL image -> (the model input of the product, see `model_input`; its colour histogram)."""
-        product, colour = trim_and_colour(_bounded(image))
-        return self._pixels(product), colour
+        image = _bounded(image)
+        product, colour = trim_and_colour(image)
+        return self._pixels(product, max(image.size)), colour
 
     def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         """RGB PIL image -> (H, W, 3) uint8: the product trimmed from its background (unless `trim` is
         False), brought to the catalog's level of detail, padded on white to the input's aspect and resized."""
         image = _bounded(image)
-        return self._pixels(trim_background(image) if trim else image)
+        return self._pixels(trim_background(image) if trim else image, max(image.size))
 
-    def at_catalog_detail(self, product: Image.Image) -> Image.Image:
-        """The product at most `detail_side` px on its longer side: a photo sharper than the catalog's
-        (a shopper's upload) is brought to the detail the catalog's photos carry before the model sees
-        it (docs/experiments.md#real-photos); the catalog's own photos are already within it."""
-        if self.detail_side is None or max(product.size) <= self.detail_side:
+    def at_catalog_detail(self, product: Image.Image, frame_side: int | None = None) -> Image.Image:
+        """A product sharper than the catalog's photos (a shopper's upload, a large product image),
+        shrunk to the detail they carry before the model sees it: at most `detail_side` px on its longer
+        side, less when it fills less of its photo (`frame_side`, the photo's longer side), as a small
+        item does in a catalog photo. The catalog's own photos are already within it."""
+        if self.detail_side is None:
             return product
-        scale = self.detail_side / max(product.size)
-        size = (max(1, round(product.width * scale)), max(1, round(product.height * scale)))
-        return product.resize(size, DETAIL_FILTER)
+        share = max(product.size) / max(frame_side or 0, *product.size)
+        side = max(1, round(self.detail_side * share**FRAMING_EXPONENT))
+        if max(product.size) <= side:
+            return product
+        product = product.copy()
+        # Pillow's thumbnail (box reduction, then bicubic): the way catalogs' small images are made.
+        product.thumbnail((side, side))
+        return product
 
-    def _pixels(self, product: Image.Image) -> np.ndarray:
-        product = self.at_catalog_detail(product)
+    def _pixels(self, product: Image.Image, frame_side: int) -> np.ndarray:
+        product = self.at_catalog_detail(product, frame_side)
         return np.asarray(self.resize(pad_to_aspect(product, self.aspect)).convert("RGB"), np.uint8)
 
 

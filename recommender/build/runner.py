@@ -129,6 +129,8 @@ def precompute(
         raise UserError(f"--shard-index must be between 0 and {num_shards - 1}.")
     out = Path(out)
     batch_size = batch_size or default_batch_size(embedder)
+    # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
+    embedder.detail_side = source.typical_side()
     work = out.with_name(out.name + ".partial")
     key = _work_key(
         source, embedder, num_shards=num_shards, shard_index=shard_index, shard_size=shard_size, batch_size=batch_size

@@ -20,8 +20,11 @@ EXACT_SHARE = 0.2
 
 
 def build_hnsw(
-    embeddings: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, threads: int = -1
+    embeddings: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, threads: int = 1
 ) -> hnswlib.Index:
+    """The HNSW graph over `embeddings` (label i = row i). One insertion thread by default: parallel
+    insertion orders depend on thread timing, so the same catalog would give a different graph (and
+    slightly different approximate results) on every build."""
     index = hnswlib.Index(space="ip", dim=embeddings.shape[1])
     index.init_index(max_elements=max(1, len(embeddings)), M=m, ef_construction=ef_construction, random_seed=100)
     if len(embeddings):

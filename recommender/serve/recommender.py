@@ -71,6 +71,9 @@ class Recommender:
         manifest = artifacts.read_manifest(folder, verify=verify)
         embedder = embedder or Embedder(weights)
         built = manifest["model"]
+        # Queries are brought to the detail of the catalog the index was built from (an Embedder serves
+        # one index at a time).
+        embedder.detail_side = built["preprocessing"].get("detail_side")
         if built["weights_sha256"] != embedder.weights_sha256:
             raise ArtifactsError(
                 f"The index at {folder} was built with other weights ({built['weights_source']}) than the model "
