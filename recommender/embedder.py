@@ -152,8 +152,9 @@ class Embedder:
     def detail_side(self, side: int | None) -> None:
         self.preprocessor.detail_side = None if side is None else int(side)
         self.preprocessing.pop("detail_side", None)
+        self.preprocessing.pop("detail_framing", None)
         if side is not None:
-            self.preprocessing["detail_side"] = int(side)
+            self.preprocessing.update(detail_side=int(side), detail_framing=FRAMING_EXPONENT)
 
     @property
     def feature_dim(self) -> int:

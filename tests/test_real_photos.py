@@ -17,9 +17,11 @@ from tests.helpers import SAMPLE
 HIRES = Path(__file__).parent / "data" / "hires"  # 168x224 photos of sample products (fashion-dev-hires)
 
 
-def test_a_photo_sharper_than_the_catalog_is_brought_to_its_detail_and_others_are_left_alone(real_embedder):
+def test_a_photo_sharper_than_the_catalog_is_brought_to_its_detail_and_others_are_left_alone(
+    real_index, real_embedder
+):
     pre = real_embedder.preprocessor
-    assert pre.detail_side == 80  # the sample catalog's photos are 60x80
+    assert pre.detail_side == 80  # set by building the index: the sample catalog's photos are 60x80
     large, same, tiny = Image.new("RGB", (600, 800), "red"), Image.new("RGB", (60, 80), "red"), Image.new("RGB", (6, 8))
     assert pre.at_catalog_detail(large).size == (60, 80)
     assert pre.at_catalog_detail(same) is same and pre.at_catalog_detail(tiny) is tiny
@@ -35,6 +37,7 @@ def test_the_catalogs_typical_photo_size_is_read_from_the_first_images():
 def test_the_index_records_the_catalog_detail_and_a_loaded_recommender_queries_at_it(real_index, real_weights):
     manifest = json.loads((real_index / "manifest.json").read_text())
     assert manifest["model"]["preprocessing"]["detail_side"] == 80
+    assert manifest["model"]["preprocessing"]["detail_framing"] == 0.25
     rec = Recommender.load(real_index, weights=real_weights)
     assert rec.embedder.detail_side == 80
 
