@@ -164,4 +164,4 @@ class Recommender:
 
     def classify(self, image: ImageInput, top: int = 3) -> dict[str, list[tuple[str, float]]]:
         """Per attribute head, the `top` labels with probabilities."""
-        return self.heads.top(self.query(image).probabilities, top)
+        return self.heads.top(self.heads.probabilities(self.features(image)), top)  # no search vector needed
