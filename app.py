@@ -1,6 +1,9 @@
-"""Gradio app: upload a photo or paste a URL, see what it is and the most similar catalog products.
+"""Gradio app: upload a photo, paste a URL or describe it in words; see what it is and the most similar
+catalog products.
 
-python app.py [--index DIR] [--weights PATH] [--share] [--host H] [--port P]
+python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--share] [--host H] [--port P] [--no-mcp]
+
+The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp.
 """
 
 from __future__ import annotations
@@ -9,29 +12,49 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+import pandas as pd
 from gradio.data_classes import FileData
 
 from recommender.cli import run_cli
 from recommender.runtime import configure_runtime
 from recommender.serve.service import Profile, Service
 from recommender.serve.startup import open_index
-from recommender.serve.ui import article_label, details_markdown, file_path, gallery, guarded, result_choices, served
+from recommender.serve.ui import (
+    SHARED,
+    article_label,
+    details_markdown,
+    file_path,
+    gallery,
+    guarded,
+    photo_reference,
+    result_choices,
+    served,
+)
 from recommender.serve.url_fetch import URLFetcher
-from recommender.vocabulary import ALL, TITLES
+from recommender.vocabulary import ALL, INSIGHT_COLUMNS, TITLES
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "sample"
 EXAMPLE_IDS = (10009, 10138, 10156, 10205, 11241, 11496, 14908)
+EXAMPLE_WORDS = ("navy polo for men", "red heels", "women's black purse", "white sneakers", "grey hoodie", "shades")
+# Gallery captions whole, on as many lines as they need, instead of one line cut to "Puma Men …".
+CSS = (
+    ".caption-label { white-space: normal !important; max-width: 100% !important; font-size: 11px !important;"
+    " line-height: 1.2; opacity: 0.92 !important; }"
+)
+GALLERY_LABEL = "Most similar (select one for more like it)"
+WORDS_HINT = "Optional: change what you see, e.g. “in black”, “for women”, “without laces”"
 
 
 def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
     """The layout and its wiring; every function it calls lives in recommender/."""
     with gr.Blocks(title="Fashion look-alike finder") as demo:
         gr.Markdown(
-            "# Fashion look-alike finder\nUpload a photo of a clothing item or accessory, or paste an image URL: "
-            "see what it is and the most visually similar products from the catalog."
+            "# Fashion look-alike finder\nUpload a photo of a clothing item or accessory, paste an image URL or "
+            "describe what you want in words: see what it is and the most similar products from the catalog."
         )
         status = gr.Markdown()
         profile = gr.State(Profile())
@@ -42,62 +65,122 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             sub = gr.Dropdown([ALL], value=ALL, label=TITLES["subCategory"])
             article = gr.Dropdown([ALL], value=ALL, label=TITLES["articleType"])
             k = gr.Slider(1, 50, value=12, step=1, label="Results (k)")
-        with gr.Row():
-            with gr.Column(scale=2):
-                with gr.Tabs():
-                    with gr.Tab("Upload"):
-                        image = gr.Image(
-                            type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo", height=300
+        with gr.Tabs():
+            with gr.Tab("Search", id="search"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        with gr.Tabs():
+                            with gr.Tab("Upload"):
+                                image = gr.Image(
+                                    type="filepath",
+                                    sources=["upload", "clipboard", "webcam"],
+                                    label="Photo",
+                                    height=300,
+                                )
+                                image_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
+                                search_btn = gr.Button("Find similar", variant="primary")
+                                if examples:
+                                    gr.Examples(examples, inputs=image, label="Try a catalog photo")
+                            with gr.Tab("Image URL"):
+                                url = gr.Textbox(label="Image URL", placeholder="https://…/photo.jpg")
+                                url_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
+                                url_btn = gr.Button("Fetch and find similar", variant="primary")
+                            with gr.Tab("Describe"):
+                                words = gr.Textbox(
+                                    label="What are you looking for?",
+                                    placeholder="e.g. navy polo for men",
+                                    max_length=2000,
+                                )
+                                words_btn = gr.Button("Search", variant="primary")
+                                gr.Examples([[w] for w in EXAMPLE_WORDS], inputs=words, label="Try")
+                            with gr.Tab("Browse"):
+                                page = gr.Number(1, precision=0, minimum=1, label="Page")
+                                browse_btn = gr.Button("Show catalog", variant="primary")
+                                total = gr.Markdown()
+                        label = gr.Label(num_top_classes=3, label=TITLES["articleType"])
+                        details = gr.Markdown()
+                    with gr.Column(scale=3):
+                        results = gr.Gallery(
+                            label=GALLERY_LABEL,
+                            columns=4,
+                            height=620,
+                            object_fit="contain",
+                            allow_preview=False,
                         )
-                        search_btn = gr.Button("Find similar", variant="primary")
-                        if examples:
-                            gr.Examples(examples, inputs=image, label="Try a catalog photo")
-                    with gr.Tab("Image URL"):
-                        url = gr.Textbox(label="Image URL", placeholder="https://…/photo.jpg")
-                        url_btn = gr.Button("Fetch and find similar", variant="primary")
-                    with gr.Tab("Browse"):
-                        page = gr.Number(1, precision=0, minimum=1, label="Page")
-                        browse_btn = gr.Button("Show catalog", variant="primary")
-                        total = gr.Markdown()
-                label = gr.Label(num_top_classes=3, label=TITLES["articleType"])
-                details = gr.Markdown()
-            with gr.Column(scale=3):
-                results = gr.Gallery(
-                    label="Most similar (select one for more like it)",
-                    columns=6,
-                    height=440,
-                    object_fit="contain",
-                    allow_preview=False,
+                        with gr.Accordion("Refine with likes", open=False):
+                            likes = gr.CheckboxGroup(label="I like these", choices=[])
+                            dislikes = gr.CheckboxGroup(label="Not these", choices=[])
+                            with gr.Row():
+                                refine_btn = gr.Button("Refine results")
+                                reset_btn = gr.Button("Reset likes")
+
+            with gr.Tab("Explore", id="explore") as explore_tab:
+                gr.Markdown(
+                    "The catalog as the filters above narrow it, and how well the app reads each article type "
+                    "(the share of held-out products whose type its classifier names right)."
                 )
-                with gr.Accordion("Refine with likes", open=False):
-                    likes = gr.CheckboxGroup(label="I like these", choices=[])
-                    dislikes = gr.CheckboxGroup(label="Not these", choices=[])
+                charts = {}
+                for pair in (INSIGHT_COLUMNS[i : i + 2] for i in range(0, len(INSIGHT_COLUMNS), 2)):
                     with gr.Row():
-                        refine_btn = gr.Button("Refine results")
-                        reset_btn = gr.Button("Reset likes")
+                        for column in pair:
+                            charts[column] = gr.BarPlot(
+                                x="value",
+                                y="products",
+                                x_title=TITLES[column],
+                                y_lim=[0, None],
+                                title=f"Products by {TITLES[column].lower()}",
+                                sort="-y",
+                                x_label_angle=-45,
+                                height=320,
+                                show_label=False,
+                            )
+                accuracy_chart = gr.BarPlot(
+                    x="article type",
+                    y="held-out accuracy",
+                    title="How well the app reads each article type (worst first; types with 5+ held-out products)",
+                    sort="y",
+                    x_label_angle=-45,
+                    y_lim=[0, 1],
+                    height=360,
+                    show_label=False,
+                )
 
         filter_inputs = [k, gender, master, article, sub]
         shown_outputs = [results, shown, likes, dislikes]
 
-        def show(payload: dict) -> tuple:
+        def show(payload: dict, reference: dict | None = None, of: str = "") -> tuple:
+            """The results as the gallery (captions say what each shares with `reference`, the attributes
+            of `of`: the photo, the words, the picked item), state and like boxes."""
             rs = payload["results"]
             if not rs:
                 gr.Warning("No catalog item matches these filters; choose 'All' for some of them.")
             choices = result_choices(rs)
-            return gallery(rs), rs, gr.update(choices=choices, value=[]), gr.update(choices=choices, value=[])
+            label = f"Most similar to {of} (select one for more like it)" if of else GALLERY_LABEL
+            items = gr.update(value=gallery(rs, reference), label=label)
+            return items, rs, gr.update(choices=choices, value=[]), gr.update(choices=choices, value=[])
 
         def filter_values(gender_: str, master_: str, article_: str, sub_: str) -> dict:
             return {"gender": gender_, "master_category": master_, "article_type": article_, "sub_category": sub_}
 
         @guarded
-        def on_image(image_, k_, *f):
-            payload, vector = service.recommend(image_, k_, **filter_values(*f))
+        def on_image(image_, words_, k_, *f):
+            payload, vector = service.recommend(image_, k_, words_, **filter_values(*f))
             c = payload["classification"]
-            return (article_label(c), details_markdown(c), Profile(query=vector), *show(payload))
+            details_ = details_markdown(c, payload.get("understood"))
+            reference = photo_reference(c, service.asked(words_))
+            label_ = gr.update(value=article_label(c), visible=True)
+            return (label_, details_, Profile(query=vector), *show(payload, reference, "your photo"))
 
         @guarded
-        def on_url(url_, k_, *f):
-            return on_image(service.fetch_url(url_), k_, *f)
+        def on_url(url_, words_, k_, *f):
+            return on_image(service.fetch_url(url_), words_, k_, *f)
+
+        @guarded
+        def on_words(words_, k_, *f):
+            payload, vector = service.recommend_text(words_, k_, **filter_values(*f))
+            details_ = details_markdown({}, payload["understood"])
+            no_label = gr.update(value=None, visible=False)  # words have no photo to classify
+            return (no_label, details_, Profile(query=vector), *show(payload, service.asked(words_), "your words"))
 
         @guarded
         def on_browse(page_, k_, *f):
@@ -108,7 +191,8 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         def on_select(evt: gr.SelectData, shown_, k_, *f):
             item = shown_[evt.index]
             payload = service.similar_item(item["id"], k_, **filter_values(*f))
-            return Profile(query=service.item_vector(item["id"])), *show(payload)
+            reference = {column: item[column] for column, _ in SHARED}
+            return Profile(query=service.item_vector(item["id"])), *show(payload, reference, "the one you picked")
 
         @guarded
         def on_refine(profile_: Profile, liked, disliked, k_, *f):
@@ -128,6 +212,16 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         def on_sub(master_, sub_):
             return gr.update(choices=[ALL] + service.filter_choices(master_, sub_)["articleType"], value=ALL)
 
+        @guarded
+        def on_explore(gender_, master_, article_, sub_):
+            data = service.insights(**filter_values(gender_, master_, article_, sub_))
+            counts = [pd.DataFrame(data[c], columns=["value", "products"]) for c in INSIGHT_COLUMNS]
+            accuracy = pd.DataFrame(
+                [(c, a, n) for c, a, n in service.head_accuracy("articleType") if n >= 5],
+                columns=["article type", "held-out accuracy", "held-out products"],
+            )
+            return *counts, accuracy
+
         def on_load():
             if not service.wait_ready(0):
                 return gr.update(value=f"⏳ {service.status}"), *(gr.update() for _ in range(4))
@@ -140,20 +234,34 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                 ),
             )
 
-        classify_outputs = [label, details, profile, *shown_outputs]
-        search_btn.click(on_image, [image, *filter_inputs], classify_outputs, api_name="ui_search_image")
-        image.upload(on_image, [image, *filter_inputs], classify_outputs, api_name="ui_search_upload")
-        url_btn.click(on_url, [url, *filter_inputs], classify_outputs, api_name="ui_search_url")
-        url.submit(on_url, [url, *filter_inputs], classify_outputs, api_name="ui_search_url_submit")
-        browse_btn.click(on_browse, [page, *filter_inputs], [total, *shown_outputs], api_name="ui_browse")
-        results.select(on_select, [shown, *filter_inputs], [profile, *shown_outputs], api_name="ui_more_like_this")
-        refine_btn.click(on_refine, [profile, likes, dislikes, *filter_inputs], shown_outputs, api_name="ui_refine")
-        reset_btn.click(on_reset, [profile], [profile, likes, dislikes], api_name="ui_reset")
-        master.change(on_master, [master], [sub, article], api_name="ui_filters_category")
-        sub.change(on_sub, [master, sub], [article], api_name="ui_filters_subcategory")
-        demo.load(on_load, None, [status, gender, master, sub, article], api_name="ui_load")
+        def wire(event: Callable, fn: Callable, inputs: list, outputs: list, name: str) -> None:
+            """A UI event: callable by the page, but neither in the API docs nor an MCP tool."""
+            event(fn, inputs, outputs, api_name=f"ui_{name}", api_visibility="undocumented")
 
-        # --- JSON endpoints: the contract for gradio_client users (argument order is fixed; new
+        classify_outputs = [label, details, profile, *shown_outputs]
+        image_inputs, url_inputs = [image, image_words, *filter_inputs], [url, url_words, *filter_inputs]
+        wire(search_btn.click, on_image, image_inputs, classify_outputs, "search_image")
+        wire(image.upload, on_image, image_inputs, classify_outputs, "search_upload")
+        wire(image_words.submit, on_image, image_inputs, classify_outputs, "search_image_words")
+        wire(url_btn.click, on_url, url_inputs, classify_outputs, "search_url")
+        wire(url.submit, on_url, url_inputs, classify_outputs, "search_url_submit")
+        wire(url_words.submit, on_url, url_inputs, classify_outputs, "search_url_words")
+        wire(words_btn.click, on_words, [words, *filter_inputs], classify_outputs, "search_words")
+        wire(words.submit, on_words, [words, *filter_inputs], classify_outputs, "search_words_submit")
+        wire(browse_btn.click, on_browse, [page, *filter_inputs], [total, *shown_outputs], "browse")
+        wire(results.select, on_select, [shown, *filter_inputs], [profile, *shown_outputs], "more_like_this")
+        wire(refine_btn.click, on_refine, [profile, likes, dislikes, *filter_inputs], shown_outputs, "refine")
+        wire(reset_btn.click, on_reset, [profile], [profile, likes, dislikes], "reset")
+        wire(master.change, on_master, [master], [sub, article], "filters_category")
+        wire(sub.change, on_sub, [master, sub], [article], "filters_subcategory")
+        explore_inputs = [gender, master, article, sub]
+        explore_outputs = [*(charts[c] for c in INSIGHT_COLUMNS), accuracy_chart]
+        wire(explore_tab.select, on_explore, explore_inputs, explore_outputs, "explore")
+        for name, dropdown in (("gender", gender), ("category", master), ("sub_category", sub), ("type", article)):
+            wire(dropdown.change, on_explore, explore_inputs, explore_outputs, f"explore_{name}")
+        wire(demo.load, on_load, [], [status, gender, master, sub, article], "load")
+
+        # --- JSON endpoints: the contract for gradio_client users and MCP clients (argument order is fixed; new
         # arguments only ever come last, with defaults, so existing clients keep working) ----------
         def recommend_image(
             image: FileData,
@@ -162,8 +270,9 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             master_category: str = ALL,
             article_type: str = ALL,
             sub_category: str = ALL,
+            text: str = "",
         ) -> dict:
-            """Classification and the k most similar catalog items for a photo.
+            """Classification and the k most similar catalog items for a photo, optionally changed by words.
 
             Args:
                 image: the photo (JPEG, PNG, WebP or GIF).
@@ -172,11 +281,13 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                 master_category: only items of this category, e.g. "Apparel" ("All" for any).
                 article_type: only items of this article type, e.g. "Tshirts" ("All" for any).
                 sub_category: only items of this sub-category, e.g. "Topwear" ("All" for any).
+                text: optional words that change what is searched for, e.g. "in black" or "for women".
             """
             return served(
                 service.recommend(
                     file_path(image),
                     k,
+                    text,
                     gender=gender,
                     master_category=master_category,
                     article_type=article_type,
@@ -191,11 +302,42 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             master_category: str = ALL,
             article_type: str = ALL,
             sub_category: str = ALL,
+            text: str = "",
         ) -> dict:
             """Like recommend_image, for a public http(s) image URL fetched by the server."""
             return served(
                 service.recommend(
                     service.fetch_url(url),
+                    k,
+                    text,
+                    gender=gender,
+                    master_category=master_category,
+                    article_type=article_type,
+                    sub_category=sub_category,
+                )[0]
+            )
+
+        def recommend_text(
+            text: str,
+            k: int = 12,
+            gender: str = ALL,
+            master_category: str = ALL,
+            article_type: str = ALL,
+            sub_category: str = ALL,
+        ) -> dict:
+            """The k catalog items that best fit a description in words, e.g. "navy polo for men".
+
+            Args:
+                text: what the shopper is looking for, in English.
+                k: how many results, 1 to 100.
+                gender: only items of this gender ("All" for any).
+                master_category: only items of this category, e.g. "Apparel" ("All" for any).
+                article_type: only items of this article type, e.g. "Tshirts" ("All" for any).
+                sub_category: only items of this sub-category, e.g. "Topwear" ("All" for any).
+            """
+            return served(
+                service.recommend_text(
+                    text,
                     k,
                     gender=gender,
                     master_category=master_category,
@@ -248,7 +390,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                 )
             )
 
-        for endpoint in (recommend_image, recommend_url, similar_item, classify, browse):
+        for endpoint in (recommend_image, recommend_url, recommend_text, similar_item, classify, browse):
             gr.api(guarded(endpoint), api_name=endpoint.__name__)
     return demo
 
@@ -258,9 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=Path(env("RECOMMENDER_INDEX", ROOT / "artifacts" / "index")))
     parser.add_argument("--weights", default=env("RECOMMENDER_WEIGHTS"), help="ResNet50 weights file; default: the Hub")
+    parser.add_argument(
+        "--text-model", default=env("RECOMMENDER_TEXT_MODEL"), help="all-MiniLM-L6-v2 folder; default: the Hub"
+    )
     parser.add_argument("--share", action="store_true", default=env("RECOMMENDER_SHARE", "") == "1", help="public link")
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument(
+        "--no-mcp",
+        action="store_true",
+        default=env("RECOMMENDER_NO_MCP", "") == "1",
+        help="do not serve the endpoints as MCP tools",
+    )
     args = parser.parse_args(argv)
     configure_runtime()
 
@@ -269,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(URLFetcher(allow_addresses=allowed))
     repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
 
-    if run_cli(lambda: open_index(service, args.index, SAMPLE, args.weights, repo)) is None:
+    if run_cli(lambda: open_index(service, args.index, SAMPLE, args.weights, args.text_model, repo)) is None:
         return 2
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
     demo = build_app(service, examples)
@@ -278,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         server_port=args.port,
         share=args.share,
         allowed_paths=[str(args.index.resolve() / "thumbnails"), str(SAMPLE)],
+        mcp_server=not args.no_mcp,
+        css=CSS,
     )
     return 0
 

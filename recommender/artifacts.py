@@ -19,18 +19,19 @@ if TYPE_CHECKING:
     from .heads import Heads
     from .search_space import SearchSpace
 
-# 3: every photo brought to the catalog's detail (preprocessing.detail_side); an older index is rebuilt.
-SCHEMA_VERSION = 3
+# 4: text vectors (text_vectors.npy, text_model); an older index is rebuilt.
+SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
 # The descriptors: ResNet50 features (last stage 2048, third stage 1024) + 64-bin colour; heads and fitting read them.
 FEATURES = "features.npy"
 PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
+TEXT_VECTORS = "text_vectors.npy"  # each product's catalog text through the text model, row i = label i
 METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
-CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS)
+CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -69,13 +70,14 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             return "unknown"
 
-    return {name: known(name) for name in ("torch", "timm", "hnswlib", "numpy", "pillow", "datasets")} | {
-        "python": sys.version.split()[0]
-    }
+    return {
+        name: known(name) for name in ("torch", "timm", "transformers", "hnswlib", "numpy", "pillow", "datasets")
+    } | {"python": sys.version.split()[0]}
 
 
 def make_manifest(
     model: dict,
+    text_model: dict,
     source: dict,
     params: dict,
     timings: dict,
@@ -90,6 +92,7 @@ def make_manifest(
     """The manifest of a finished build (`write_manifest` adds the schema, date and checksums)."""
     return {
         "model": model,
+        "text_model": dict(text_model, catalog_text="name. gender colour articleType usage"),
         "dim": dim,
         "feature_dim": feature_dim,
         "projection": dict(space.info, train_s=space_train_s),

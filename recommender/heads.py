@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,8 @@ class Head:
     heldout_accuracy: float = float("nan")
     train_rows: int = 0
     heldout_rows: int = 0
+    # Per class: the share of its held-out items the head got right, and how many there were.
+    per_class: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def describe(self) -> dict:
         """The manifest's record of this head."""
@@ -57,6 +59,7 @@ class Head:
             "heldout_accuracy": self.heldout_accuracy,
             "train_rows": self.train_rows,
             "heldout_rows": self.heldout_rows,
+            "per_class": {c: list(v) for c, v in self.per_class.items()},
         }
 
 
@@ -139,6 +142,7 @@ class Heads:
                     info["heldout_accuracy"],
                     info["train_rows"],
                     info["heldout_rows"],
+                    {c: (float(a), int(n)) for c, (a, n) in info["per_class"].items()},
                 )
                 for column, info in described.items()
             }
@@ -257,4 +261,10 @@ def train_heads(
         head = heads[column]
         head.heldout_accuracy = round(float(hits.mean()) if test.any() else float("nan"), 4)
         head.train_rows, head.heldout_rows = int(train.sum()), int(test.sum())
+        truth = labels[heldout][test]
+        head.per_class = {
+            name: (round(float(hits[truth == i].mean()), 4), int((truth == i).sum()))
+            for i, name in enumerate(head.classes)
+            if (truth == i).any()
+        }
     return heads

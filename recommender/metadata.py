@@ -23,6 +23,7 @@ class Metadata:
         self.columns = {c: np.asarray(list(columns[c]), dtype=object) for c in ATTRIBUTE_COLUMNS}
         self.image_sha = np.asarray(list(image_sha), dtype=object)
         self._row_of = {int(item_id): row for row, item_id in enumerate(self.ids)}
+        self._codes: dict[str, tuple[list[str], np.ndarray]] = {}
         if len(self._row_of) != len(self.ids):
             raise UserError("The catalog lists the same product id twice; remove the duplicate rows and rebuild.")
 
@@ -37,6 +38,18 @@ class Metadata:
 
     def attributes(self, row: int) -> dict[str, str]:
         return {c: str(self.columns[c][row]) for c in ATTRIBUTE_COLUMNS}
+
+    def counts(self, column: str, where: Filters | None = None) -> list[tuple[str, int]]:
+        """(value, products) of a column among the rows `where` selects, most frequent first; integer codes
+        made once per column, so a dashboard update at 44k is a few bincounts."""
+        if column not in self._codes:
+            labels, codes = np.unique(self.columns[column].astype(str), return_inverse=True)
+            self._codes[column] = ([str(x) for x in labels], codes)
+        labels, codes = self._codes[column]
+        mask = self.mask(where)
+        counted = np.bincount(codes if mask is None else codes[mask], minlength=len(labels))
+        order = np.lexsort((np.arange(len(labels)), -counted))
+        return [(labels[i] or "(none)", int(counted[i])) for i in order if counted[i]]
 
     def values(self, column: str, where: Filters | None = None) -> list[str]:
         """Distinct non-empty values of a column, most frequent first (for dropdowns)."""

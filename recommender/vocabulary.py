@@ -19,6 +19,9 @@ API_FILTERS = {
     "sub_category": "subCategory",
 }
 
+# The catalog's make-up as the Explore tab charts it.
+INSIGHT_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "usage", "season", "year")
+
 # What a shopper reads for each column.
 TITLES = {
     "gender": "Gender",
@@ -28,6 +31,7 @@ TITLES = {
     "baseColour": "Colour",
     "usage": "Usage",
     "season": "Season",
+    "year": "Year",
 }
 
 

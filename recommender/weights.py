@@ -78,7 +78,7 @@ def load_model(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, dict
                 f"to work offline, {OFFLINE_HINT}."
             ) from None
         return model.eval(), {"source": f"hub:{model.pretrained_cfg.get('hf_hub_id', ARCH)}", "layout": {}}
-    path = Path(weights)
+    path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist; {OFFLINE_HINT}.")
     layout = json.loads(layout_path(path).read_text()) if layout_path(path).is_file() else {}

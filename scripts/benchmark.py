@@ -1,11 +1,14 @@
 """Speed and memory, side by side in one run (medians over repeats; this machine is noisy).
 
     python scripts/benchmark.py --index DIR --data ../shared/data/fashion-dev --out bench.json [--weights PATH]
+                                [--text-model DIR]
 
 Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same
 images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
 and app peak RSS for the real catalog and for a synthetic full-size (44k) catalog in the index's dimension;
-the time to fit heads and search space at 44k, and from all of it the whole 44k precompute time."""
+the time to fit heads and search space at 44k, and from all of it the whole 44k precompute time; search
+by words (Recommender.search_text p50, the exact scan against an HNSW walk at 44k) and the text model's
+share of the 44k precompute."""
 
 from __future__ import annotations
 
@@ -23,33 +26,42 @@ import numpy as np
 
 from recommender.catalog import FULL_CATALOG
 from recommender.cli import run_main
+from recommender.runtime import configure_runtime
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def throughput_runs(kind: str, data: Path, weights: str | None, images: int, repeats: int) -> list[float]:
+def throughput_runs(
+    kind: str, data: Path, weights: str | None, text_model: str | None, images: int, repeats: int
+) -> list[float]:
     """Images/s of one loop, `repeats` times. kind "pipeline": the real embed stage (catalog items/s,
-    and forward passes/s counting the synthetic views); "naive": one image at a time, fp32 eager."""
+    forward passes/s counting the synthetic views, and the share of its time the text model took);
+    "naive": one image at a time, fp32 eager."""
     import torch
 
     from recommender.build import embed_catalog
     from recommender.catalog import CatalogSource
     from recommender.embedder import Embedder
     from recommender.images import load_image
+    from recommender.text_model import TextEncoder
 
     items = [i for i in CatalogSource(str(data), images) if i.data]
     runs = []
     if kind == "pipeline":
-        embedder = Embedder(weights)
+        embedder, text_encoder = Embedder(weights), TextEncoder(text_model)
         embedder.embed([load_image(items[0].data)])  # traces the frozen backbone (once per process, ~4 s)
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                timings = embed_catalog(CatalogSource(str(data), images), Path(tmp), embedder, progress=False)
+                timings = embed_catalog(
+                    CatalogSource(str(data), images), Path(tmp), embedder, text_encoder, progress=False
+                )
                 seconds = time.perf_counter() - t0
-            runs.append([len(items) / seconds, (timings["images"] + timings["views"]) / seconds])
+            runs.append(
+                [len(items) / seconds, (timings["images"] + timings["views"]) / seconds, timings["text_s"] / seconds]
+            )
         return runs
     naive = Embedder(weights, precision="fp32")
     naive.model = naive.model.to(memory_format=torch.contiguous_format)
@@ -90,7 +102,8 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
                 "--repeats",
                 str(args.repeats),
             ]
-            + (["--weights", args.weights] if args.weights else []),
+            + (["--weights", args.weights] if args.weights else [])
+            + (["--text-model", args.text_model] if args.text_model else []),
             env=env,
             capture_output=True,
             text=True,
@@ -101,6 +114,7 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
     pipeline = statistics.median(r[0] for r in out["pipeline"])
     forward = statistics.median(r[1] for r in out["pipeline"])
     naive = statistics.median(r[0] for r in out["naive"])
+    text_share = statistics.median(r[2] for r in out["pipeline"])
     # pipeline_img_s counts catalog items; the pipeline also embeds a synthetic view of ~1 fit item in 4
     # (training data for the projection), which forward_img_s counts too.
     return {
@@ -111,16 +125,17 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
         "naive_img_s": round(naive, 1),
         "speedup": round(pipeline / naive, 2),
         "forward_speedup": round(forward / naive, 2),
+        "text_model_share": round(text_share, 4),  # of the embed stage's wall time (catalog texts, per shard)
         "pipeline_runs": [[round(v, 1) for v in r] for r in out["pipeline"]],
         "naive_runs": [round(r[0], 1) for r in out["naive"]],
     }
 
 
-def query_latency(index: Path, data: Path, weights: str | None, queries: int) -> dict:
+def query_latency(index: Path, data: Path, weights: str | None, text_model: str | None, queries: int) -> dict:
     from recommender import Recommender
     from recommender.images import load_image
 
-    rec = Recommender.load(index, weights=weights)
+    rec = Recommender.load(index, weights=weights, text_model=text_model)
     ids = rec.metadata.ids[:: max(1, len(rec.metadata) // queries)][:queries]
     photos = [load_image(data / "images" / f"{i}.jpg") for i in ids]
     rec.search(photos[0], 12)  # warm-up
@@ -140,12 +155,99 @@ def query_latency(index: Path, data: Path, weights: str | None, queries: int) ->
     def summary(values: list[float]) -> dict:
         return {"p50": round(percentile(values, 50), 3), "p95": round(percentile(values, 95), 3)}
 
+    return (
+        {
+            "queries": len(ids),
+            "catalog": len(rec.metadata),
+            "search_ms": summary(search_ms),
+            "hnsw_ms": summary(hnsw_ms),
+            "exact_ms": summary(exact_ms),
+        }
+        | text_latency(rec, summary)
+        | insights_latency(rec, summary)
+    )
+
+
+def insights_latency(rec, summary) -> dict:
+    """The Explore tab's update (every chart's counts) on a catalog-like 44k metadata: the index's rows
+    drawn at random, unfiltered and with one and two filters."""
+    from recommender.metadata import Metadata
+    from recommender.vocabulary import INSIGHT_COLUMNS
+
+    rows = np.random.default_rng(0).integers(0, len(rec.metadata), FULL_CATALOG)
+    metadata = Metadata(
+        np.arange(FULL_CATALOG), {c: v[rows] for c, v in rec.metadata.columns.items()}, [""] * FULL_CATALOG
+    )
+    metadata.counts("gender")  # the integer codes are made once, when the app first charts a column
+    times = []
+    for where in [None, {"gender": "Men"}, {"gender": "Women", "masterCategory": "Footwear"}] * 10:
+        t0 = time.perf_counter()
+        for column in INSIGHT_COLUMNS:
+            metadata.counts(column, where)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return {"insights_44k_ms": summary(times)}
+
+
+def text_latency(rec, summary) -> dict:
+    """Search by words: the whole call, the text model alone, and the exact scan against an HNSW walk
+    over a synthetic full-size catalog of text vectors; the text model's rate on catalog texts."""
+    import hnswlib
+
+    from recommender.serve.text_index import TextIndex
+    from recommender.text_evaluation import HANDWRITTEN
+    from recommender.words import catalog_text
+
+    texts = [q.text for q in HANDWRITTEN] * 4
+    rec.search_text(texts[0], 12)  # warm-up
+    whole, encode = [], []
+    for text in texts:
+        t0 = time.perf_counter()
+        rec.search_text(text, 12)
+        whole.append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        rec.text_encoder.encode_one(text)
+        encode.append(1e3 * (time.perf_counter() - t0))
+    # 44k text vectors: the real ones repeated with noise (the scan's cost depends only on the size).
+    rng = np.random.default_rng(0)
+    real = np.asarray(rec.text_index.vectors, np.float32)
+    big = real[rng.integers(0, len(real), FULL_CATALOG)] + rng.normal(0, 0.02, (FULL_CATALOG, real.shape[1]))
+    big = (big / np.linalg.norm(big, axis=1, keepdims=True)).astype(np.float32)
+    columns = {c: rec.metadata.columns[c][rng.integers(0, len(real), FULL_CATALOG)] for c in rec.metadata.columns}
+    from recommender.metadata import Metadata
+
+    index44k = TextIndex(big, Metadata(np.arange(FULL_CATALOG), columns, [""] * FULL_CATALOG))
+    graph = hnswlib.Index(space="ip", dim=big.shape[1])
+    graph.init_index(max_elements=FULL_CATALOG, M=32, ef_construction=200, random_seed=100)
+    graph.add_items(big, np.arange(FULL_CATALOG), num_threads=1)
+    graph.set_ef(64)
+    scan, walk = [], []
+    queries = rec.text_encoder.encode(texts)
+    for text, vector in zip(texts, queries):
+        understood = index44k.vocabulary.understand(text)
+        t0 = time.perf_counter()
+        index44k.search(vector, understood, 12)
+        scan.append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        graph.knn_query(vector, k=12)
+        walk.append(1e3 * (time.perf_counter() - t0))
+    import torch
+
+    catalog_texts = [catalog_text(rec.metadata.attributes(r)) for r in range(min(2048, len(rec.metadata)))]
+    rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(2):  # alternating: the shipped fp32 against bf16 autocast, the same texts
+        for name in rates:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+                t0 = time.perf_counter()
+                rec.text_encoder.encode(catalog_texts)
+                rates[name].append(len(catalog_texts) / (time.perf_counter() - t0))
+    rate = statistics.median(rates["fp32"])
     return {
-        "queries": len(ids),
-        "catalog": len(rec.metadata),
-        "search_ms": summary(search_ms),
-        "hnsw_ms": summary(hnsw_ms),
-        "exact_ms": summary(exact_ms),
+        "text_model_catalog_texts_s_bf16": round(statistics.median(rates["bf16"]), 1),
+        "text_search_ms": summary(whole),
+        "text_encode_ms": summary(encode),
+        "text_scan_44k_ms": summary(scan),
+        "text_hnsw_44k_ms": summary(walk),
+        "text_model_catalog_texts_s": round(rate, 1),
     }
 
 
@@ -155,8 +257,11 @@ import numpy as np
 import gradio  # noqa: F401  (the app process has it loaded)
 from recommender.embedder import Embedder
 from recommender.serve.index import VectorIndex
+from recommender.text_model import TextEncoder
 embedder = Embedder(sys.argv[3] or None)
 index = VectorIndex.load(sys.argv[1], sys.argv[2])
+text_encoder = TextEncoder(sys.argv[4] or None)
+text_vectors = np.load(sys.argv[5], mmap_mode="r")
 from PIL import Image
 rng = np.random.default_rng(0)
 for i in range(20):
@@ -165,15 +270,16 @@ for i in range(20):
     q /= np.linalg.norm(q)
     index.search(q, 12)
     index.search(q, 12, np.arange(len(index)) % 7 == 0)
+    np.asarray(text_vectors) @ text_encoder.encode_one(f"navy polo for men {i}")  # a search by words
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the parent's peak.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(json.dumps({"rss_mb": round(int(hwm) / 1024, 1)}))
 """
 
 
-def app_rss(embeddings: Path, hnsw: Path, weights: str | None) -> float:
+def app_rss(embeddings: Path, hnsw: Path, weights: str | None, text_model: str | None, texts: Path) -> float:
     result = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE, str(embeddings), str(hnsw), weights or ""],
+        [sys.executable, "-c", RSS_PROBE, str(embeddings), str(hnsw), weights or "", text_model or "", str(texts)],
         capture_output=True,
         text=True,
         check=True,
@@ -181,8 +287,9 @@ def app_rss(embeddings: Path, hnsw: Path, weights: str | None) -> float:
     return json.loads(result.stdout.strip().splitlines()[-1])["rss_mb"]
 
 
-def index_scale(index: Path, weights: str | None) -> dict:
-    """Build time and app peak RSS for the real catalog and a synthetic full-size one."""
+def index_scale(index: Path, weights: str | None, text_model: str | None) -> dict:
+    """Build time and app peak RSS (both models, the index and the text vectors) for the real catalog
+    and a synthetic full-size one."""
     from recommender import artifacts
     from recommender.serve.index import build_hnsw
 
@@ -192,6 +299,9 @@ def index_scale(index: Path, weights: str | None) -> dict:
         rng = np.random.default_rng(0)
         synthetic = rng.normal(size=(FULL_CATALOG, real.shape[1])).astype(np.float32)
         synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
+        texts = {"real": index / artifacts.TEXT_VECTORS, "synthetic_44k": Path(tmp) / "texts_44k.npy"}
+        text_vectors = rng.normal(size=(FULL_CATALOG, 384)).astype(np.float32)
+        np.save(texts["synthetic_44k"], text_vectors / np.linalg.norm(text_vectors, axis=1, keepdims=True))
         for name, vectors in (("real", real), ("synthetic_44k", synthetic)):
             t0 = time.perf_counter()
             hnsw = build_hnsw(vectors)
@@ -202,7 +312,9 @@ def index_scale(index: Path, weights: str | None) -> dict:
             out[name] = {
                 "items": len(vectors),
                 "build_s": round(build_s, 2),
-                "rss_mb": app_rss(Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights),
+                "rss_mb": app_rss(
+                    Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights, text_model, texts[name]
+                ),
             }
     return out
 
@@ -256,34 +368,44 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RECOMMENDER_WEIGHTS"),
         help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
     )
+    parser.add_argument(
+        "--text-model",
+        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
+    )
     parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--throughput-only", choices=("pipeline", "naive"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # As the app and precompute.py do (one BLAS thread: numpy's spinning OpenBLAS threads otherwise
+    # starve torch's; a pipeline child also lets idle OpenMP threads sleep, as a build does).
+    configure_runtime(build=args.throughput_only == "pipeline")
     if args.throughput_only:  # a child of precompute_throughput: its OpenMP setting is in place before torch loads
-        print(json.dumps(throughput_runs(args.throughput_only, args.data, args.weights, args.images, args.repeats)))
+        print(
+            json.dumps(
+                throughput_runs(
+                    args.throughput_only, args.data, args.weights, args.text_model, args.images, args.repeats
+                )
+            )
+        )
         return 0
     # Latency first, in a clean process state: measured after the throughput runs (three more models
     # and their oneDNN primitive caches in memory) search p50 read 128 ms instead of 30 ms.
-    result = query_latency(args.index, args.data, args.weights, args.queries)
+    result = query_latency(args.index, args.data, args.weights, args.text_model, args.queries)
     print(json.dumps(result), flush=True)
     result["precompute"] = precompute_throughput(args)
     print(json.dumps(result["precompute"]), flush=True)
-    result["index"] = index_scale(args.index, args.weights)
+    result["index"] = index_scale(args.index, args.weights, args.text_model)
     result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
     fit = result["fit_44k"] = fit_scale(args.index)
-    # The whole 44k precompute: every forward pass at the measured rate, then fitting, then the index.
-    result["full_catalog_precompute_min"] = round(
-        (
-            (fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
-            + fit["heads_s"]
-            + fit["projection_s"]
-            + fit["index_build_s"]
-        )
-        / 60,
-        1,
-    )
+    # The whole 44k precompute: every forward pass at the measured rate of the embed stage (which
+    # includes each product's text through the text model), then fitting, then the index.
+    embed_s = (fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
+    text_s = result["precompute"]["text_model_share"] * embed_s
+    fitting_s = fit["heads_s"] + fit["projection_s"] + fit["index_build_s"]
+    result["full_catalog_precompute_min"] = round((embed_s + fitting_s) / 60, 1)
+    result["text_share_of_44k_precompute"] = round(text_s / (embed_s - text_s + fitting_s), 4)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     p, s = result["precompute"], result
@@ -308,8 +430,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{fit['heads_s']} / {fit['projection_s']} / {fit['index_build_s']} s",
         ),
         (
-            "whole 44k precompute (forward passes at the rate above + fitting + index)",
+            "whole 44k precompute (forward passes and texts at the rate above + fitting + index)",
             f"{s['full_catalog_precompute_min']} min",
+        ),
+        (
+            "Recommender.search_text p50 / p95",
+            f"{s['text_search_ms']['p50']:.1f} / {s['text_search_ms']['p95']:.1f} ms",
+        ),
+        ("text model, one query p50", f"{s['text_encode_ms']['p50']:.1f} ms"),
+        (
+            "Explore tab update (8 charts' counts) at 44k p50 / p95",
+            f"{s['insights_44k_ms']['p50']:.1f} / {s['insights_44k_ms']['p95']:.1f} ms",
+        ),
+        (
+            "words at 44k: exact scan with constraints / HNSW walk p50",
+            f"{s['text_scan_44k_ms']['p50']:.2f} / {s['text_hnsw_44k_ms']['p50']:.3f} ms",
+        ),
+        (
+            "text model on catalog texts, fp32 (shipped) / bf16 autocast; what it adds to the 44k precompute",
+            f"{s['text_model_catalog_texts_s']} / {s['text_model_catalog_texts_s_bf16']} texts/s; "
+            f"+{100 * s['text_share_of_44k_precompute']:.1f}%",
         ),
     ]
     print("\n| measure | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows))

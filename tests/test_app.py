@@ -33,9 +33,9 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def client(index_dir, real_embedder, images):
+def client(text_encoder, index_dir, real_embedder, images):
     service = Service(URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=5))
-    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder))
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder))
     with serve(service, index_dir) as url:
         yield Client(url, verbose=False)
 
@@ -89,6 +89,28 @@ def test_every_endpoint_takes_a_sub_category_filter_as_its_last_argument(client,
     assert out["total"] < client.predict("All", "All", "All", 1, 12, api_name="/browse")["total"]
 
 
+def test_recommend_text_finds_what_the_words_describe(client):
+    out = client.predict("black tee for men", 4, api_name="/recommend_text")
+    assert_matches(out["results"], 4, articleType="Tshirts", baseColour="Black", gender="Men")
+    assert out["understood"] == "gender Men · colour Black · article type Tshirts"
+    out = client.predict("wristwatch", 3, "Women", "All", "All", "All", api_name="/recommend_text")
+    assert_matches(out["results"], 3, gender="Women", articleType="Watches")
+
+
+def test_photo_endpoints_take_words_as_their_last_argument(client, images):
+    plain = client.predict(handle_file(str(WATCH)), 4, api_name="/recommend_image")
+    assert "understood" not in plain
+    out = client.predict(
+        handle_file(str(WATCH)), 4, "All", "All", "All", "All", "in white", api_name="/recommend_image"
+    )
+    assert_matches(out["results"], 4, baseColour="White", articleType="Watches")
+    assert out["understood"] == "colour White" and out["classification"] == plain["classification"]
+    out = client.predict(
+        images.url("/images/10138.jpg"), 3, "All", "All", "All", "All", "for women", api_name="/recommend_url"
+    )
+    assert_matches(out["results"], 3, gender="Women")
+
+
 def test_empty_filter_combination_returns_no_results_not_an_error(client):
     out = client.predict(handle_file(str(WATCH)), 5, "Boys", "Footwear", "Sarees", api_name="/recommend_image")
     assert out["results"] == []
@@ -130,6 +152,15 @@ def test_browse_pages_through_the_filtered_catalog(client):
         (lambda c: c.predict(10138, 0, api_name="/similar_item"), "k must be a whole number between"),
         (lambda c: c.predict(10138, "All", api_name="/similar_item"), "k must be a whole number between"),
         (lambda c: c.predict("All", "All", "All", 0, api_name="/browse"), "page must be"),
+        (lambda c: c.predict("   ", api_name="/recommend_text"), "The description is empty"),
+        (lambda c: c.predict("x" * 2500, api_name="/recommend_text"), "keep it under 2,000"),
+        (lambda c: c.predict("👗👠", api_name="/recommend_text"), "no words in it"),
+        (
+            lambda c: c.predict(
+                handle_file(str(WATCH)), 3, "All", "All", "All", "All", "🔥", api_name="/recommend_image"
+            ),
+            "no words",
+        ),
     ],
 )
 def test_bad_requests_get_one_clear_sentence(client, call, message):
@@ -164,9 +195,9 @@ def test_a_failed_background_build_is_reported_not_left_as_preparing():
         service.classify(str(WATCH))
 
 
-def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(index_dir, real_embedder):
+def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(text_encoder, index_dir, real_embedder):
     service = Service()
-    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder))
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder))
     profile = Profile(query=service.recommender.vector_of(10138))
     liked = int(service.recommender.metadata.ids[1])
     service.refine(profile, [liked], [], 5)
@@ -186,7 +217,7 @@ def test_refine_refuses_ids_that_are_not_catalog_items_and_keeps_the_profile(ind
 
 
 def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index_is_refused(
-    real_index, real_embedder, real_weights, tmp_path, monkeypatch
+    text_encoder, text_model, real_index, real_embedder, real_weights, tmp_path, monkeypatch
 ):
     index = tmp_path / "index"
     shutil.copytree(real_index, index)
@@ -195,7 +226,7 @@ def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index
     (index / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactsError, match=r"other preprocessing than this version uses \(mid_level\); rebuild"):
         startup.open_index(
-            Service(), index, SAMPLE, str(real_weights)
+            Service(), index, SAMPLE, str(real_weights), str(text_model)
         )  # someone's own index: never replaced behind their back
 
     manifest["source"]["source"] = str(SAMPLE)  # the app's own starter index
@@ -204,9 +235,60 @@ def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index
     monkeypatch.setattr(
         startup,
         "starter_index",
-        lambda folder, sample, weights: rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder),
+        lambda folder, sample, weights, text_model: (
+            rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder)
+        ),
     )
     service = Service()
-    assert startup.open_index(service, index, SAMPLE, str(real_weights)) == "building"
+    assert startup.open_index(service, index, SAMPLE, str(real_weights), str(text_model)) == "building"
     assert service.wait_ready(60) and rebuilt == [index]
-    assert startup.open_index(Service(), real_index, SAMPLE, str(real_weights)) == "serving"
+    assert startup.open_index(Service(), real_index, SAMPLE, str(real_weights), str(text_model)) == "serving"
+
+
+def test_the_app_serves_mcp_tools_unless_told_not_to(real_index, real_weights, text_model, monkeypatch):
+    launched = []
+    monkeypatch.setattr(app_module.gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
+    common = ["--index", str(real_index), "--weights", str(real_weights), "--text-model", str(text_model)]
+    assert app_module.main(common) == 0 and app_module.main([*common, "--no-mcp"]) == 0
+    assert [k["mcp_server"] for k in launched] == [True, False]
+    assert all(k["css"] == app_module.CSS for k in launched)
+
+
+def test_captions_say_why_a_result_matched():
+    from recommender.serve.ui import gallery, photo_reference
+
+    result = {"name": "Puma Men Grey Sweatshirt With A Long Name", "score": 0.87, "image": "x.jpg"}
+    result |= {"articleType": "Sweatshirts", "baseColour": "Grey", "gender": "Men"}
+    classification = {
+        c: [{"label": v, "confidence": 0.9}]
+        for c, v in (("articleType", "Sweatshirts"), ("baseColour", "Grey"), ("gender", "Women"))
+    }
+    assert gallery([result], photo_reference(classification)) == [
+        ("x.jpg", "Puma Men Grey Sweatshirt With A Long Name\n0.87 · same type and colour")
+    ]
+    asked = photo_reference(classification, {"baseColour": ["Red"]})  # "in red": the words replace the colour
+    assert gallery([result], asked)[0][1].endswith("0.87 · same type")
+    assert gallery([result], {"gender": "Women"})[0][1].endswith("0.87 · looks alike")
+    assert gallery([dict(result, score=None)])[0][1] == "Puma Men Grey Sweatshirt With A Long Name\nSweatshirts, Grey"
+
+
+def test_explore_counts_follow_the_filters_and_the_heads_report_each_class(index_dir, real_embedder, text_encoder):
+    service = Service()
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder))
+    everything = service.insights()
+    assert set(everything) == {"gender", "masterCategory", "subCategory", "articleType", "baseColour", "usage"} | {
+        "season",
+        "year",
+    }
+    assert sum(n for _, n in everything["gender"]) == 300
+    counts = [n for _, n in everything["articleType"]]
+    assert counts == sorted(counts, reverse=True) and len(counts) <= 25
+    women = service.insights(gender="Women", master_category="Apparel")
+    assert [label for label, _ in women["gender"]] == ["Women"]
+    assert sum(n for _, n in women["articleType"]) == sum(n for _, n in women["masterCategory"])
+    accuracy = service.head_accuracy("articleType")
+    head = service.recommender.heads["articleType"]
+    assert sum(n for *_, n in accuracy) == head.heldout_rows
+    assert [a for _, a, _ in accuracy] == sorted(a for _, a, _ in accuracy)  # worst first
+    hits = sum(a * n for _, a, n in accuracy)
+    assert hits / head.heldout_rows == pytest.approx(head.heldout_accuracy, abs=1e-3)

@@ -31,15 +31,17 @@ def test_gpu_descriptors_match_the_cpu(real_weights):
     assert (cpu.forward(batch)[1].argmax(1) == gpu.forward(batch)[1].argmax(1)).mean() >= 0.75
 
 
-def test_build_and_search_on_the_gpu(tmp_path, real_weights):
+def test_build_and_search_on_the_gpu(text_encoder, tmp_path, real_weights):
     embedder = Embedder(real_weights, device="cuda")
     assert default_workers(embedder) >= 1 and default_batch_size(embedder) >= 32
     catalog = make_catalog(tmp_path / "catalog", sample_rows(200))
-    manifest = precompute(CatalogSource(str(catalog)), tmp_path / "index", embedder, progress=False)
+    manifest = precompute(CatalogSource(str(catalog)), tmp_path / "index", embedder, text_encoder, progress=False)
     assert manifest["build"]["device"] == "cuda"
-    rec = Recommender.load(tmp_path / "index", embedder=embedder)
+    rec = Recommender.load(tmp_path / "index", embedder=embedder, text_encoder=text_encoder)
     first = min((catalog / "images").glob("*.jpg"))
     assert rec.search(first, 5)[0].id == int(first.stem)
     # An index built on the GPU serves on the CPU (same weights and preprocessing), with the same answer.
-    on_cpu = Recommender.load(tmp_path / "index", embedder=Embedder(real_weights, device="cpu"))
+    on_cpu = Recommender.load(
+        tmp_path / "index", embedder=Embedder(real_weights, device="cpu"), text_encoder=text_encoder
+    )
     assert on_cpu.search(first, 5)[0].id == int(first.stem)

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import ROOT
 
 
-def command(catalog: Path, out: Path, weights: Path) -> list[str]:
+def command(catalog: Path, out: Path, weights: Path, text_model: Path) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "scripts" / "precompute.py"),
@@ -27,6 +27,8 @@ def command(catalog: Path, out: Path, weights: Path) -> list[str]:
         str(out),
         "--weights",
         str(weights),
+        "--text-model",
+        str(text_model),
         "--batch-size",
         "4",
         "--shard-size",
@@ -61,11 +63,13 @@ def shards(partial: Path) -> int:
     return len(list((partial / "shards").glob("shard-*.npz"))) if (partial / "shards").is_dir() else 0
 
 
-def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(catalog_dir, tmp_path, random_weights):
+def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(
+    catalog_dir, tmp_path, random_weights, text_model
+):
     reference = tmp_path / "reference"
-    subprocess.run(command(catalog_dir, reference, random_weights), check=True)
+    subprocess.run(command(catalog_dir, reference, random_weights, text_model), check=True)
     out = tmp_path / "index"
-    cmd = command(catalog_dir, out, random_weights)
+    cmd = command(catalog_dir, out, random_weights, text_model)
     run_until(
         cmd, out, lambda p: (p / "thumbnails").is_dir() and any((p / "thumbnails").iterdir())
     )  # during the first shard
@@ -79,10 +83,12 @@ def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(catalog
     assert not out.with_name("index.partial").exists()
 
 
-def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path, random_weights):
+def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path, random_weights, text_model):
     """SIGKILL (or the OOM killer) reaches only the main process; its decode processes must not linger."""
     out = tmp_path / "index"
-    group = run_until(command(catalog_dir, out, random_weights), out, lambda p: shards(p) >= 1, whole_group=False)
+    group = run_until(
+        command(catalog_dir, out, random_weights, text_model), out, lambda p: shards(p) >= 1, whole_group=False
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

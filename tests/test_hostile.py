@@ -82,9 +82,9 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def app(real_index, real_embedder):
+def app(text_encoder, real_index, real_embedder):
     service = Service()
-    service.set_recommender(Recommender.load(real_index, embedder=real_embedder))
+    service.set_recommender(Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder))
     with serve(service, real_index) as url:
         yield service, Client(url, verbose=False)
 

@@ -16,18 +16,19 @@ from recommender.catalog import CatalogSource
 from recommender.embedder import INPUT_SIZE, Embedder
 from recommender.foreground import colour_histogram, trim_background
 from recommender.images import load_image, pad_to_aspect
+from recommender.words import catalog_text
 from tests.helpers import SAMPLE
 
 
-def build(catalog_dir, out, embedder, **kwargs):
-    return precompute(CatalogSource(str(catalog_dir)), out, embedder, progress=False, **kwargs)
+def build(catalog_dir, out, embedder, text_encoder, **kwargs):
+    return precompute(CatalogSource(str(catalog_dir)), out, embedder, text_encoder, progress=False, **kwargs)
 
 
-def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, embedder):
+def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_dir, tmp_path, embedder):
     (catalog_dir / "images" / "broken.jpg").write_bytes(b"")
     first = sorted(catalog_dir.glob("images/*.jpg"))[0]
     first.write_bytes(first.read_bytes()[:40])  # truncated JPEG: skipped, not fatal
-    manifest = build(catalog_dir, tmp_path / "idx", embedder, batch_size=16)
+    manifest = build(catalog_dir, tmp_path / "idx", embedder, text_encoder, batch_size=16)
     out = tmp_path / "idx"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
@@ -38,6 +39,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
             artifacts.INDEX,
             artifacts.METADATA,
             artifacts.HEADS,
+            artifacts.TEXT_VECTORS,
             artifacts.THUMBNAILS,
         ]
     )
@@ -58,6 +60,12 @@ def test_precompute_writes_every_artifact_and_a_manifest(catalog_dir, tmp_path, 
     assert manifest["model"]["precision"] in ("bf16", "fp32")
     assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
     assert len(list((out / "thumbnails").iterdir())) == 47
+    assert manifest["text_model"]["sha256"] == text_encoder.sha256 and manifest["text_model"]["dim"] == 384
+    text_vectors = np.load(out / artifacts.TEXT_VECTORS)  # each product's name and labels, row for row
+    metadata = json.loads((out / artifacts.METADATA).read_text())
+    row = 5
+    attributes = {c: metadata["columns"][c][row] for c in metadata["columns"]}
+    np.testing.assert_allclose(text_vectors[row], text_encoder.encode_one(catalog_text(attributes)), atol=1e-5)
     embeddings = np.load(out / artifacts.EMBEDDINGS)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
     artifacts.read_manifest(out)  # checksums verify
@@ -81,55 +89,67 @@ def _interrupting(embedder: Embedder, after_batches: int):
     return forward
 
 
-def test_interrupted_precompute_resumes_to_the_uninterrupted_result(catalog_dir, tmp_path, embedder, monkeypatch):
-    reference = build(catalog_dir, tmp_path / "ref", embedder, batch_size=8, shard_size=16)
+def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch
+):
+    reference = build(catalog_dir, tmp_path / "ref", embedder, text_encoder, batch_size=8, shard_size=16)
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
     with pytest.raises(Interrupt):
-        build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+        build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     assert not out.exists(), "a half-built index must never appear under the final name"
     assert sorted(p.name for p in (tmp_path / "idx.partial" / "shards").iterdir()) == ["shard-00000.npz"]
     monkeypatch.undo()
-    resumed = build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+    resumed = build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     assert resumed["count"] == reference["count"]
     assert json.loads((out / "metadata.json").read_text()) == json.loads(
         (tmp_path / "ref" / "metadata.json").read_text()
     )
     np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=1e-5)
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-4)
+    np.testing.assert_allclose(
+        np.load(out / "text_vectors.npy"), np.load(tmp_path / "ref" / "text_vectors.npy"), atol=1e-5
+    )
 
 
-def test_rebuild_replaces_an_existing_index_only_when_complete(catalog_dir, tmp_path, embedder, monkeypatch):
+def test_rebuild_replaces_an_existing_index_only_when_complete(
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch
+):
     out = tmp_path / "idx"
-    build(catalog_dir, out, embedder, batch_size=16)
+    build(catalog_dir, out, embedder, text_encoder, batch_size=16)
     before = (out / "manifest.json").read_text()
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=1))
     with pytest.raises(Interrupt):
-        build(catalog_dir, out, embedder, batch_size=16)
+        build(catalog_dir, out, embedder, text_encoder, batch_size=16)
     assert (out / "manifest.json").read_text() == before  # the old index still serves, untouched
     artifacts.read_manifest(out)
 
 
-def test_partial_run_with_other_settings_is_discarded_not_mixed(catalog_dir, tmp_path, embedder, monkeypatch, capsys):
+def test_partial_run_with_other_settings_is_discarded_not_mixed(
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, capsys
+):
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=2))
     with pytest.raises(Interrupt):
-        build(catalog_dir, out, embedder, batch_size=8, shard_size=16)
+        build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     monkeypatch.undo()
-    manifest = build(catalog_dir, out, embedder, batch_size=16, shard_size=32)
+    manifest = build(catalog_dir, out, embedder, text_encoder, batch_size=16, shard_size=32)
     assert "Discarding the partial build" in capsys.readouterr().out
     assert manifest["count"] == 48
 
 
-def test_slices_merge_into_the_same_index_as_one_run(catalog_dir, tmp_path, embedder):
-    single = build(catalog_dir, tmp_path / "single", embedder, batch_size=8)
+def test_slices_merge_into_the_same_index_as_one_run(text_encoder, catalog_dir, tmp_path, embedder):
+    single = build(catalog_dir, tmp_path / "single", embedder, text_encoder, batch_size=8)
     slices = []
     for index in range(3):
         slices.append(tmp_path / f"slice{index}")
-        build(catalog_dir, slices[-1], embedder, batch_size=8, num_shards=3, shard_index=index)
+        build(catalog_dir, slices[-1], embedder, text_encoder, batch_size=8, num_shards=3, shard_index=index)
     merged = merge_slices(slices, tmp_path / "merged")
     assert merged["count"] == single["count"]
     assert (tmp_path / "merged" / "metadata.json").read_text() == (tmp_path / "single" / "metadata.json").read_text()
+    np.testing.assert_allclose(
+        np.load(tmp_path / "merged" / "text_vectors.npy"), np.load(tmp_path / "single" / "text_vectors.npy"), atol=1e-5
+    )
     np.testing.assert_allclose(
         np.load(tmp_path / "merged" / "features.npy"), np.load(tmp_path / "single" / "features.npy"), atol=2e-2
     )

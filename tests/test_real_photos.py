@@ -17,9 +17,7 @@ from tests.helpers import SAMPLE
 HIRES = Path(__file__).parent / "data" / "hires"  # 168x224 photos of sample products (fashion-dev-hires)
 
 
-def test_a_photo_sharper_than_the_catalog_is_brought_to_its_detail_and_others_are_left_alone(
-    real_index, real_embedder
-):
+def test_a_photo_sharper_than_the_catalog_is_brought_to_its_detail_and_others_are_left_alone(real_index, real_embedder):
     pre = real_embedder.preprocessor
     assert pre.detail_side == 80  # set by building the index: the sample catalog's photos are 60x80
     large, same, tiny = Image.new("RGB", (600, 800), "red"), Image.new("RGB", (60, 80), "red"), Image.new("RGB", (6, 8))
@@ -34,16 +32,18 @@ def test_the_catalogs_typical_photo_size_is_read_from_the_first_images():
     assert CatalogSource(str(SAMPLE), limit=5).typical_side() == 80
 
 
-def test_the_index_records_the_catalog_detail_and_a_loaded_recommender_queries_at_it(real_index, real_weights):
+def test_the_index_records_the_catalog_detail_and_a_loaded_recommender_queries_at_it(
+    text_encoder, real_index, real_weights
+):
     manifest = json.loads((real_index / "manifest.json").read_text())
     assert manifest["model"]["preprocessing"]["detail_side"] == 80
     assert manifest["model"]["preprocessing"]["detail_framing"] == 0.25
-    rec = Recommender.load(real_index, weights=real_weights)
+    rec = Recommender.load(real_index, weights=real_weights, text_encoder=text_encoder)
     assert rec.embedder.detail_side == 80
 
 
-def test_real_higher_resolution_photos_find_their_catalog_product_first(real_index, real_embedder):
-    rec = Recommender.load(real_index, embedder=real_embedder)
+def test_real_higher_resolution_photos_find_their_catalog_product_first(text_encoder, real_index, real_embedder):
+    rec = Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder)
     photos = sorted(HIRES.glob("*.jpg"))
     assert len(photos) == 12 and all(load_image(p).size == (168, 224) for p in photos)
     first = [rec.search(p, 5)[0].id == int(p.stem) for p in photos]

@@ -76,16 +76,16 @@ def test_search_never_returns_fewer_than_k_when_k_items_match(vectors):
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, embedder):
+def index_dir(tmp_path_factory, embedder, text_encoder):
     folder = make_catalog(tmp_path_factory.mktemp("cat"), sample_rows(160))
     out = tmp_path_factory.mktemp("idx") / "index"
-    precompute(CatalogSource(str(folder)), out, embedder, batch_size=32, progress=False)
+    precompute(CatalogSource(str(folder)), out, embedder, text_encoder, batch_size=32, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def rec(index_dir, embedder) -> Recommender:
-    return Recommender.load(index_dir, embedder=embedder)
+def rec(text_encoder, index_dir, embedder) -> Recommender:
+    return Recommender.load(index_dir, embedder=embedder, text_encoder=text_encoder)
 
 
 def _brute_force(rec: Recommender, query: np.ndarray, filters: dict, k: int, exclude: int | None = None) -> list[int]:
@@ -183,9 +183,9 @@ def test_classify_returns_top3_per_head_with_probabilities(rec, index_dir):
         assert [p for _, p in labels] == sorted((p for _, p in labels), reverse=True)
 
 
-def test_index_refuses_other_weights(index_dir, real_embedder):
+def test_index_refuses_other_weights(text_encoder, index_dir, real_embedder):
     with pytest.raises(ArtifactsError, match="built with other weights"):
-        Recommender.load(index_dir, embedder=real_embedder)
+        Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder)
 
 
 def test_index_refuses_other_preprocessing(index_dir, tmp_path, random_weights):
@@ -201,30 +201,30 @@ def _copy(index_dir, tmp_path):
     return target
 
 
-def test_truncated_index_file_is_refused_by_name(index_dir, tmp_path, embedder):
+def test_truncated_index_file_is_refused_by_name(text_encoder, index_dir, tmp_path, embedder):
     copy = _copy(index_dir, tmp_path)
     data = (copy / artifacts.INDEX).read_bytes()
     (copy / artifacts.INDEX).write_bytes(data[: len(data) // 2])
     with pytest.raises(ArtifactsError, match=r"index.hnsw does not match its checksum"):
-        Recommender.load(copy, embedder=embedder)
+        Recommender.load(copy, embedder=embedder, text_encoder=text_encoder)
 
 
-def test_missing_thumbnail_and_missing_index_are_refused(index_dir, tmp_path, embedder):
+def test_missing_thumbnail_and_missing_index_are_refused(text_encoder, index_dir, tmp_path, embedder):
     copy = _copy(index_dir, tmp_path)
     next((copy / "thumbnails").iterdir()).unlink()
     with pytest.raises(ArtifactsError, match="thumbnails .* do not match"):
-        Recommender.load(copy, embedder=embedder)
+        Recommender.load(copy, embedder=embedder, text_encoder=text_encoder)
     with pytest.raises(ArtifactsError, match="No index at .* rebuild it with"):
-        Recommender.load(tmp_path / "nothing", embedder=embedder)
+        Recommender.load(tmp_path / "nothing", embedder=embedder, text_encoder=text_encoder)
 
 
-def test_edited_manifest_count_is_refused(index_dir, tmp_path, embedder):
+def test_edited_manifest_count_is_refused(text_encoder, index_dir, tmp_path, embedder):
     copy = _copy(index_dir, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["count"] += 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactsError, match="disagree on the item count"):
-        Recommender.load(copy, embedder=embedder)
+        Recommender.load(copy, embedder=embedder, text_encoder=text_encoder)
 
 
 def test_metadata_filter_mask_handles_lists_and_all(rec):

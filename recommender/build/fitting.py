@@ -23,6 +23,7 @@ def train_and_index(
     folder: Path,
     shard_folders: list[Path],
     embedder_info: dict,
+    text_model_info: dict,
     source_info: dict,
     skipped_source: dict[str, list],
     params: dict,
@@ -38,6 +39,7 @@ def train_and_index(
     ids = np.array([r["id"] for r in rows])
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
     np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
+    np.save(folder / artifacts.TEXT_VECTORS, shards.texts.astype(np.float32))
     t0 = time.perf_counter()
     heads = train_heads(
         vectors, ids, metadata.columns, device=device
@@ -60,6 +62,7 @@ def train_and_index(
     timings = {"heads_train_s": round(heads_s, 1), "index_build_s": round(index_s, 2)}
     manifest = artifacts.make_manifest(
         embedder_info,
+        text_model_info,
         source_info,
         params,
         timings,

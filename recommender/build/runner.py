@@ -16,6 +16,7 @@ from .. import artifacts
 from ..catalog import CatalogItem, CatalogSource
 from ..embedder import Embedder
 from ..errors import UserError
+from ..text_model import TextEncoder
 from .decode import decode_pool, default_workers, prepared_batches
 from .fitting import train_and_index
 from .shards import SHARD_SIZE, ShardWriter, close_work, complete_shards, open_work
@@ -34,6 +35,7 @@ def embed_catalog(
     source: CatalogSource,
     work: Path,
     embedder: Embedder,
+    text_encoder: TextEncoder,
     batch_size: int | None = None,
     shard_size: int = SHARD_SIZE,
     num_shards: int = 1,
@@ -58,7 +60,7 @@ def embed_catalog(
             if item.position >= start and item.position % num_shards == shard_index:
                 yield item
 
-    timings = {"model_s": 0.0, "wall_s": 0.0, "images": 0, "views": 0}
+    timings = {"model_s": 0.0, "text_s": 0.0, "wall_s": 0.0, "images": 0, "views": 0}
     writer, current = None, None
     started = time.perf_counter()
     bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
@@ -78,10 +80,10 @@ def embed_catalog(
                 shard_no = prepared.item.position // shard_size
                 if shard_no != current:
                     if writer is not None:
-                        writer.commit()
+                        timings["text_s"] += writer.commit()
                     for empty in range(current + 1 if current is not None else resume_from, shard_no):
                         ShardWriter(shards, empty).commit()  # a stretch of rows that were all another slice's
-                    writer, current = ShardWriter(shards, shard_no), shard_no
+                    writer, current = ShardWriter(shards, shard_no, text_encoder), shard_no
                 if prepared.error:
                     writer.skipped.append([prepared.error, prepared.item.id])
                 else:
@@ -96,19 +98,20 @@ def embed_catalog(
     finally:
         pool.shutdown(cancel_futures=True)
     if writer is not None:
-        writer.commit()
+        timings["text_s"] += writer.commit()
     bar.close()
     timings["wall_s"] = time.perf_counter() - started
     timings.update(batch_size=batch_size, workers=workers)
     return timings
 
 
-def _work_key(source: CatalogSource, embedder: Embedder, **params) -> dict:
+def _work_key(source: CatalogSource, embedder: Embedder, text_encoder: TextEncoder, **params) -> dict:
     info = embedder.describe()
     return {
         "source": source.describe(),
         "weights_sha256": info["weights_sha256"],
         "preprocessing": info["preprocessing"],
+        "text_model_sha256": text_encoder.sha256,
         **params,
     }
 
@@ -117,6 +120,7 @@ def precompute(
     source: CatalogSource,
     out: Path,
     embedder: Embedder,
+    text_encoder: TextEncoder,
     batch_size: int | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
@@ -133,16 +137,27 @@ def precompute(
     embedder.detail_side = source.typical_side()
     work = out.with_name(out.name + ".partial")
     key = _work_key(
-        source, embedder, num_shards=num_shards, shard_index=shard_index, shard_size=shard_size, batch_size=batch_size
+        source,
+        embedder,
+        text_encoder,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        shard_size=shard_size,
+        batch_size=batch_size,
     )
     open_work(work, key)
-    timings = embed_catalog(source, work, embedder, batch_size, shard_size, num_shards, shard_index, progress, workers)
+    timings = embed_catalog(
+        source, work, embedder, text_encoder, batch_size, shard_size, num_shards, shard_index, progress, workers
+    )
     skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
     if num_shards > 1:
         artifacts.write_atomic(
             work / "slice.json",
             lambda tmp: tmp.write_text(
-                json.dumps(dict(key, embedder=embedder.describe(), skipped=skipped_source), indent=1)
+                json.dumps(
+                    dict(key, embedder=embedder.describe(), text_model=text_encoder.describe(), skipped=skipped_source),
+                    indent=1,
+                )
             ),
         )
         artifacts.publish(work, out)
@@ -155,12 +170,20 @@ def precompute(
         "shard_size": shard_size,
         "embed_wall_s": round(timings["wall_s"], 1),
         "model_s": round(timings["model_s"], 1),  # the rest of the wall time is reading/decoding/writing
+        "text_model_s": round(timings["text_s"], 1),  # catalog texts through the text model (part of the wall)
         "throughput_img_s": round(timings["images"] / wall, 1),
         "synthetic_views": timings["views"],
         "forward_img_s": round((timings["images"] + timings["views"]) / wall, 1),
     }
     manifest = train_and_index(
-        work, [work / "shards"], embedder.describe(), source.describe(), skipped_source, params, embedder.device
+        work,
+        [work / "shards"],
+        embedder.describe(),
+        text_encoder.describe(),
+        source.describe(),
+        skipped_source,
+        params,
+        embedder.device,
     )
     close_work(work)
     artifacts.publish(work, out)
@@ -178,10 +201,14 @@ def merge_slices(slices: list[Path], out: Path) -> dict:
         infos.append(json.loads((folder / "slice.json").read_text()))
     first = infos[0]
     if any(
-        i["weights_sha256"] != first["weights_sha256"] or i["preprocessing"] != first["preprocessing"] for i in infos
+        i["weights_sha256"] != first["weights_sha256"]
+        or i["preprocessing"] != first["preprocessing"]
+        or i["text_model"]["sha256"] != first["text_model"]["sha256"]
+        for i in infos
     ):
         raise UserError(
-            "The slices were embedded with different weights or preprocessing; rebuild them with the same --weights."
+            "The slices were embedded with different weights, text models or preprocessing; "
+            "rebuild them with the same --weights and --text-model."
         )
     if sorted(i["shard_index"] for i in infos) != list(range(first["num_shards"])):
         raise UserError(f"Merging needs exactly one slice for each shard index 0..{first['num_shards'] - 1}.")
@@ -196,7 +223,13 @@ def merge_slices(slices: list[Path], out: Path) -> dict:
             skipped.setdefault(reason, []).extend(i for i in ids if i not in skipped.get(reason, []))
     params = {"merged_slices": len(slices), "batch_size": first["batch_size"], "shard_size": first["shard_size"]}
     manifest = train_and_index(
-        staging, [f / "shards" for f in slices], first["embedder"], first["source"], skipped, params
+        staging,
+        [f / "shards" for f in slices],
+        first["embedder"],
+        first["text_model"],
+        first["source"],
+        skipped,
+        params,
     )
     artifacts.publish(staging, out)
     return manifest

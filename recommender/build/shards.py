@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import artifacts
+from ..words import catalog_text
 
 if TYPE_CHECKING:
+    from ..text_model import TextEncoder
     from .decode import Prepared
 
 SHARD_SIZE = 1024
@@ -25,8 +28,9 @@ WORK_KEY = "work.json"
 class ShardWriter:
     """Collects one shard's rows and commits them atomically; a shard file exists only when complete."""
 
-    def __init__(self, folder: Path, number: int) -> None:
+    def __init__(self, folder: Path, number: int, text_encoder: TextEncoder | None = None) -> None:
         self.path = folder / f"shard-{number:05d}.npz"
+        self.text_encoder = text_encoder  # None only for a shard with no rows of this run's slice
         self.rows: list[dict] = []
         self.vectors: list[np.ndarray] = []
         self.skipped: list[list] = []
@@ -42,8 +46,17 @@ class ShardWriter:
         self.view_ids.append(int(item_id))
         self.views.append(vector)
 
-    def commit(self) -> None:
+    def commit(self) -> float:
+        """Write the shard (its rows' text vectors computed here, a shard's texts in one sorted pass).
+        Returns the seconds the text model took."""
         vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+        started = time.perf_counter()
+        texts = (
+            self.text_encoder.encode([catalog_text(r) for r in self.rows])
+            if self.rows
+            else np.zeros((0, 0), np.float32)
+        )
+        text_s = time.perf_counter() - started
         views = np.stack(self.views) if self.views else np.zeros((0, 0), np.float32)
         meta = json.dumps({"rows": self.rows, "skipped": self.skipped, "view_ids": self.view_ids}, ensure_ascii=False)
 
@@ -53,12 +66,14 @@ class ShardWriter:
                     handle,
                     vectors=vectors.astype(np.float32),
                     views=views.astype(np.float32),
+                    texts=texts.astype(np.float32),
                     meta=np.frombuffer(meta.encode(), np.uint8),
                 )
                 handle.flush()
                 os.fsync(handle.fileno())
 
         artifacts.write_atomic(self.path, write)
+        return text_s
 
 
 @dataclass
@@ -66,6 +81,7 @@ class Shards:
     """Everything the shard files of a run hold, rows in stream order."""
 
     vectors: np.ndarray
+    texts: np.ndarray  # the rows' text vectors (catalog_text through the text model)
     rows: list[dict]
     skipped: list[list]
     views: np.ndarray  # descriptors of synthetic shopper photos ...
@@ -83,13 +99,14 @@ def complete_shards(folder: Path) -> int:
 
 def read_shards(folders: Iterable[Path]) -> Shards:
     """All committed rows (and synthetic views) of the given shard folders."""
-    vectors, rows, skipped, views, view_ids = [], [], [], [], []
+    vectors, texts, rows, skipped, views, view_ids = [], [], [], [], [], []
     for folder in folders:
         for path in sorted(folder.glob("shard-*.npz")):
             with np.load(path) as data:
                 meta = json.loads(data["meta"].tobytes().decode())
                 if meta["rows"]:
                     vectors.append(data["vectors"])
+                    texts.append(data["texts"])
                 if meta["view_ids"]:
                     views.append(data["views"])
                 rows += meta["rows"]
@@ -97,8 +114,10 @@ def read_shards(folders: Iterable[Path]) -> Shards:
                 view_ids += meta["view_ids"]
     order = np.argsort([r["position"] for r in rows], kind="stable")
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    text_matrix = np.concatenate(texts) if texts else np.zeros((0, 0), np.float32)
     return Shards(
         matrix[order] if len(rows) else matrix,
+        text_matrix[order] if len(rows) else text_matrix,
         [rows[i] for i in order],
         skipped,
         np.concatenate(views) if views else np.zeros((0, matrix.shape[1]), np.float32),

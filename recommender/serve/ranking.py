@@ -10,6 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 POOL = 50
+# Photo + words (docs/experiments.md#photo--words): candidates drawn by the photo, how much the words'
+# similarity to a candidate's text adds, and how much the photo's probability for the candidate's article type.
+WORDS_POOL = 200
+WORDS_WEIGHT = 0.25
+KEEP_TYPE_WEIGHT = 0.5
 # Rocchio weights (query, liked, disliked): the textbook defaults; scripts/evaluate.py measures the lift.
 ROCCHIO = (1.0, 0.75, 0.25)
 

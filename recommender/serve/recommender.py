@@ -15,8 +15,11 @@ from ..heads import Heads
 from ..images import ImageInput
 from ..metadata import Filters, Metadata
 from ..search_space import SearchSpace
-from .index import VectorIndex
-from .ranking import POOL, promote_closest
+from ..text_model import TextEncoder
+from ..words import Understood, clean_query
+from .index import VectorIndex, top_k
+from .ranking import KEEP_TYPE_WEIGHT, POOL, WORDS_POOL, WORDS_WEIGHT, promote_closest
+from .text_index import TextIndex
 
 MAX_K = 100
 
@@ -54,9 +57,12 @@ class Recommender:
         metadata: Metadata,
         heads: Heads,
         space: SearchSpace,
+        text_encoder: TextEncoder,
+        text_index: TextIndex,
     ) -> None:
         self.folder, self.manifest, self.embedder = folder, manifest, embedder
         self.index, self.metadata, self.heads, self.space = index, metadata, heads, space
+        self.text_encoder, self.text_index = text_encoder, text_index
 
     @classmethod
     def load(
@@ -65,8 +71,11 @@ class Recommender:
         weights: str | os.PathLike | None = None,
         embedder: Embedder | None = None,
         verify: bool = True,
+        text_model: str | os.PathLike | None = None,
+        text_encoder: TextEncoder | None = None,
     ) -> "Recommender":
-        """Open `path`, verify its files, and refuse an embedder other than the one that built it."""
+        """Open `path`, verify its files, and refuse an embedder or text model other than the ones that
+        built it. `weights` / `text_model` None: the Hub's."""
         folder = Path(path)
         manifest = artifacts.read_manifest(folder, verify=verify)
         embedder = embedder or Embedder(weights)
@@ -88,6 +97,12 @@ class Recommender:
                 f"The index at {folder} was built with other preprocessing than this version uses "
                 f"({', '.join(differ)}); rebuild the index."
             )
+        text_encoder = text_encoder or TextEncoder(text_model)
+        if manifest["text_model"]["sha256"] != text_encoder.sha256:
+            raise ArtifactsError(
+                f"The index at {folder} was built with another text model ({manifest['text_model']['source']}) than "
+                f"the one loaded now ({text_encoder.source}); pass the same --text-model or rebuild the index."
+            )
         index = VectorIndex.load(folder / artifacts.EMBEDDINGS, folder / artifacts.INDEX)
         metadata = Metadata.load(folder / artifacts.METADATA)
         if not (len(index) == len(metadata) == manifest["count"]):
@@ -96,7 +111,10 @@ class Recommender:
             )
         heads = Heads.load(folder / artifacts.HEADS, manifest["heads"])
         space = SearchSpace.load(folder / artifacts.PROJECTION, manifest["projection"])
-        return cls(folder, manifest, embedder, index, metadata, heads, space)
+        text_index = TextIndex.load(folder / artifacts.TEXT_VECTORS, metadata)
+        if len(text_index) != len(metadata):
+            raise ArtifactsError(f"The text vectors in {folder} do not cover every item; rebuild the index.")
+        return cls(folder, manifest, embedder, index, metadata, heads, space, text_encoder, text_index)
 
     # --- building blocks --------------------------------------------------------------------------
 
@@ -153,9 +171,77 @@ class Recommender:
         classification of it share)."""
         return self.query_of(self.features(image))
 
-    def search(self, image: ImageInput, k: int = 12, filters: Filters | None = None) -> list[Match]:
-        """Catalog items most similar to `image` (PIL image, path or bytes), filtered exactly."""
-        return self.search_vector(self.query(image).vector, k, filters)
+    def understand(self, text: str) -> Understood:
+        """The gender, colour, article type and usage the words name (checked: one sentence if unusable)."""
+        return self.text_index.vocabulary.understand(clean_query(text))
+
+    def search_text(self, text: str, k: int = 12, filters: Filters | None = None) -> list[Match]:
+        """Catalog items that fit a description ("navy polo for men"): those with every gender, colour,
+        type and usage it names first, in the order of the text model's similarity (the score)."""
+        k = whole_number(k, "k", 1, MAX_K)
+        words = clean_query(text)
+        rows, scores = self.text_index.search(
+            self.text_encoder.encode_one(words), self.understand(words), k, self.metadata.mask(filters)
+        )
+        return [self.match(r, s) for r, s in zip(rows, scores)]
+
+    def search(
+        self, image: ImageInput, k: int = 12, filters: Filters | None = None, text: str | None = None
+    ) -> list[Match]:
+        """Catalog items most similar to `image` (PIL image, path or bytes), filtered exactly; with
+        `text` ("in black", "for women"), changed as the words ask (`search_query`)."""
+        return self.search_query(self.query(image), k, filters, text)
+
+    def search_query(
+        self, query: Query, k: int = 12, filters: Filters | None = None, text: str | None = None
+    ) -> list[Match]:
+        """A photo's query, with optional words ("in red", "for women", "without laces"). The attributes the
+        words name replace the photo's own in the search vector and, when at least k products have them,
+        narrow the candidates to those; candidates are ranked by the photo's similarity, plus the words'
+        similarity to their text, plus the photo's article-type probability for theirs (what the words do
+        not change stays as in the photo)."""
+        if text is None or (isinstance(text, str) and not text.strip()):
+            return self.search_vector(query.vector, k, filters)
+        k = whole_number(k, "k", 1, MAX_K)
+        words = clean_query(text)
+        understood = self.understand(words)
+        asked = self.heads_as_asked(query.probabilities, understood)
+        vector = self.space.apply(query.descriptor, asked)
+        mask = self.metadata.mask(filters)
+        if understood:
+            wanted = self.text_index.satisfying(understood)
+            if mask is not None:
+                wanted &= mask
+            if int(wanted.sum()) >= k:
+                mask = wanted
+        rows, scores = self.index.search(vector, max(k, WORDS_POOL), mask)
+        score = scores + WORDS_WEIGHT * self.text_index.similarity(self.text_encoder.encode_one(words), rows)
+        score += KEEP_TYPE_WEIGHT * self.label_probability(asked, "articleType", rows)
+        order = top_k(score + self.text_index.constraint_scores(understood, rows), k)
+        return [self.match(r, s) for r, s in zip(rows[order], score[order])]
+
+    def label_probability(self, probabilities: dict[str, np.ndarray], column: str, rows: np.ndarray) -> np.ndarray:
+        """Per row, the probability the head gave that row's own label of `column` (0 for labels it lacks)."""
+        if column not in self.heads or column not in probabilities:
+            return np.zeros(len(rows), np.float32)
+        position = {label: i for i, label in enumerate(self.heads[column].classes)}
+        probs = probabilities[column]
+        by_label = np.array(
+            [probs[position[label]] if label in position else 0.0 for label in self.text_index.labels[column]],
+            np.float32,
+        )
+        return by_label[self.text_index.codes[column][rows]]
+
+    def heads_as_asked(self, probabilities: dict[str, np.ndarray], understood: Understood) -> dict[str, np.ndarray]:
+        """The photo's head probabilities with each attribute the words name set to the named labels."""
+        asked = dict(probabilities)
+        for column, credit in understood.wanted.items():
+            if column in self.heads:
+                classes = self.heads[column].classes
+                named = np.array([credit.get(c, 0.0) if credit.get(c, 0.0) == 1.0 else 0.0 for c in classes])
+                if named.sum() > 0:
+                    asked[column] = (named / named.sum()).astype(np.float32)
+        return asked
 
     def similar_to(self, item_id: int | str, k: int = 12, filters: Filters | None = None) -> list[Match]:
         """Items similar to a catalog item, from its stored embedding (no re-embedding), itself excluded."""

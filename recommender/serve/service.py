@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UserError, whole_number
 from ..images import ImageInput, load_image
-from ..vocabulary import ALL, HEAD_COLUMNS, filters_from_api
+from ..vocabulary import ALL, HEAD_COLUMNS, INSIGHT_COLUMNS, filters_from_api
 from .ranking import rocchio
 from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
@@ -119,15 +119,41 @@ class Service:
             raise UserError("No photo was given; upload a photo or paste an image URL.")
         return load_image(image)
 
-    def recommend(self, image: ImageInput | None, k: int = 12, **filter_values: str) -> tuple[dict, np.ndarray]:
-        """Classification and top-k for a photo; also returns the query vector for refinement."""
+    def recommend(
+        self, image: ImageInput | None, k: int = 12, text: str | None = None, **filter_values: str
+    ) -> tuple[dict, np.ndarray]:
+        """Classification and top-k for a photo, changed as optional words ask ("in black"); also returns
+        the query vector for refinement."""
         rec = self.recommender
+        text = None if text is None or (isinstance(text, str) and not text.strip()) else text
+        understood = rec.understand(text) if text is not None else None  # bad words: one sentence before any work
         query = rec.query(self.load_image(image))
-        results = rec.search_vector(query.vector, k, filters(**filter_values))
-        return {
+        results = rec.search_query(query, k, filters(**filter_values), text)
+        payload = {
             "classification": classification_json(rec.heads.top(query.probabilities)),
             "results": [match_json(m) for m in results],
-        }, query.vector
+        }
+        if understood is not None:
+            payload["understood"] = understood.describe()
+        return payload, query.vector
+
+    def asked(self, text: str | None) -> dict[str, list[str]]:
+        """What the words name per column (for the gallery's "why it matched"); nothing for no words."""
+        if text is None or not str(text).strip():
+            return {}
+        return self.recommender.understand(text).named()
+
+    def recommend_text(self, text: str, k: int = 12, **filter_values: str) -> tuple[dict, np.ndarray | None]:
+        """Catalog items that fit a description, and what the words were understood to ask for; also
+        returns a query vector for refinement (the results' mean look)."""
+        rec = self.recommender
+        understood = rec.understand(text)
+        results = rec.search_text(text, k, filters(**filter_values))
+        vector = None
+        if results:
+            mean = np.mean([rec.vector_of(m.id) for m in results], axis=0)
+            vector = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        return {"understood": understood.describe(), "results": [match_json(m) for m in results]}, vector
 
     def fetch_url(self, url: str) -> bytes:
         return self.fetcher.fetch(url)
@@ -176,6 +202,19 @@ class Service:
         seen = {rec.row_of(i) for i in profile.disliked}
         results = rec.search_vector(vector, k, filters(**filter_values), exclude_rows=tuple(seen))
         return {"results": [match_json(m) for m in results]}
+
+    def insights(self, top: int = 25, **filter_values: str) -> dict[str, list[tuple[str, int]]]:
+        """Per INSIGHT_COLUMNS column, the filtered catalog's `top` values with their product counts."""
+        md, where = self.recommender.metadata, filters(**filter_values)
+        return {column: md.counts(column, where)[:top] for column in INSIGHT_COLUMNS}
+
+    def head_accuracy(self, column: str = "articleType") -> list[tuple[str, float, int]]:
+        """(class, held-out accuracy, held-out items) of a head, worst first: what the app reads well and badly."""
+        heads = self.recommender.heads
+        if column not in heads:
+            return []
+        per_class = heads[column].per_class
+        return sorted(((c, a, n) for c, (a, n) in per_class.items()), key=lambda t: (t[1], -t[2], t[0]))
 
     def filter_choices(self, master_category: str = ALL, sub_category: str = ALL) -> dict[str, list[str]]:
         """Dropdown choices from the index metadata; sub-category and article type depend on the ones above."""

@@ -54,25 +54,58 @@ def served(payload: dict) -> dict:
     return out
 
 
-def gallery(results: list[dict]) -> list[tuple[str, str]]:
+# What a shopper reads for each attribute a result can share with the query.
+SHARED = (("articleType", "type"), ("baseColour", "colour"), ("gender", "gender"))
+
+
+def why(result: dict, reference: dict[str, object] | None) -> str:
+    """Why a result matched, in a shopper's words: "same type and colour" (as the query's `reference`)."""
+    if not reference:
+        return f"{result['articleType']}, {result['baseColour']}"
+
+    def shares(column: str) -> bool:
+        wanted = reference[column]
+        return result[column] in wanted if isinstance(wanted, (set, list, tuple)) else result[column] == wanted
+
+    same = [word for column, word in SHARED if column in reference and shares(column)]
+    if not same:
+        return "looks alike"
+    return "same " + (same[0] if len(same) == 1 else ", ".join(same[:-1]) + " and " + same[-1])
+
+
+def gallery(results: list[dict], reference: dict[str, object] | None = None) -> list[tuple[str, str]]:
+    """Gallery items: each result's thumbnail with its whole name, score and why it matched (`reference`:
+    per column, the attribute the query has or the words asked for)."""
+
     def caption(r: dict) -> str:
-        score = "" if r["score"] is None else f" · {r['score']:.2f}"  # browse results have no score
-        return f"{r['name']} — {r['articleType']}, {r['baseColour']}{score}"
+        score = "" if r["score"] is None else f"{r['score']:.2f} · "  # browse results have no score
+        return f"{r['name']}\n{score}{why(r, reference)}"
 
     return [(r["image"], caption(r)) for r in results]
+
+
+def photo_reference(classification: dict, understood: dict[str, list[str]] | None = None) -> dict[str, object]:
+    """What a photo query is, per column: the heads' top label, or what the shopper's words asked for."""
+    reference: dict[str, object] = {c: classification[c][0]["label"] for c, _ in SHARED if classification.get(c)}
+    return reference | {c: set(labels) for c, labels in (understood or {}).items() if c in dict(SHARED)}
 
 
 def article_label(classification: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in classification.get("articleType", [])}
 
 
-def details_markdown(classification: dict) -> str:
+def details_markdown(classification: dict, understood: str | None = None) -> str:
+    """The heads' predictions as a table, and what the shopper's words were understood to ask for."""
     rows = [
         f"| {TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
         for h, c in classification.items()
         if h in DETAIL_HEADS and c
     ]
-    return "| | prediction | confidence |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
+    table = "| | prediction | confidence |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
+    if understood is None:
+        return table
+    words = f"**Your words asked for:** {understood}" if understood else "**Your words:** matched by meaning only"
+    return f"{words}\n\n{table}" if table else words
 
 
 def result_choices(results: list[dict]) -> list[tuple[str, int]]:

@@ -32,13 +32,18 @@ def make_catalog(folder: Path, rows: list[list[str]]) -> Path:
 
 
 @contextlib.contextmanager
-def serve(service, index_dir: Path, examples: list[str] | None = None):
-    """The app on a free loopback port; yields its URL."""
+def serve(service, index_dir: Path, examples: list[str] | None = None, mcp: bool = False):
+    """The app on a free loopback port, launched as app.py launches it (MCP tools if `mcp`); yields its URL."""
     import app as app_module
 
     demo = app_module.build_app(service, examples)
     demo.queue(default_concurrency_limit=8).launch(
-        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, allowed_paths=[str(index_dir / "thumbnails")]
+        server_name="127.0.0.1",
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(index_dir / "thumbnails")],
+        mcp_server=mcp,
+        css=app_module.CSS,
     )
     try:
         yield demo.local_url
