@@ -20,7 +20,7 @@ from gradio.data_classes import FileData
 
 from recommender.cli import run_cli
 from recommender.runtime import configure_runtime
-from recommender.serve.service import Profile, Service
+from recommender.serve.service import MAP_COLOURS, Profile, Service
 from recommender.serve.startup import open_index
 from recommender.serve.ui import (
     SHARED,
@@ -144,6 +144,25 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                     height=360,
                     show_label=False,
                 )
+                with gr.Row():
+                    gr.Markdown(
+                        "**The catalog's map**: every product placed by t-SNE so that look-alikes lie close "
+                        "(a spread of up to 3,000 of the filtered ones); your last search ▶ and its results ● "
+                        "are marked. Hover a point for the product; drag across the map to put that stretch's "
+                        "products in the Search tab's gallery (select one there for more like it)."
+                    )
+                    colour_by = gr.Dropdown(
+                        [(TITLES[c], c) for c in MAP_COLOURS], value="articleType", label="Colour by", scale=0
+                    )
+                catalog_map = gr.ScatterPlot(
+                    x="x",
+                    y="y",
+                    color="group",
+                    tooltip=["name", "group"],
+                    x_axis_labels_visible="hidden",
+                    height=600,
+                    show_label=False,
+                )
 
         filter_inputs = [k, gender, master, article, sub]
         shown_outputs = [results, shown, likes, dislikes]
@@ -213,14 +232,24 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             return gr.update(choices=[ALL] + service.filter_choices(master_, sub_)["articleType"], value=ALL)
 
         @guarded
-        def on_explore(gender_, master_, article_, sub_):
-            data = service.insights(**filter_values(gender_, master_, article_, sub_))
+        def on_explore(gender_, master_, article_, sub_, colour_by_, profile_: Profile, shown_):
+            where = filter_values(gender_, master_, article_, sub_)
+            points = service.map_points(colour_by_, profile_.query, [r["id"] for r in shown_ or []], **where)
+            data = service.insights(**where)
             counts = [pd.DataFrame(data[c], columns=["value", "products"]) for c in INSIGHT_COLUMNS]
             accuracy = pd.DataFrame(
                 [(c, a, n) for c, a, n in service.head_accuracy("articleType") if n >= 5],
                 columns=["article type", "held-out accuracy", "held-out products"],
             )
-            return *counts, accuracy
+            return *counts, accuracy, pd.DataFrame(points, columns=["x", "y", "group", "name"])
+
+        @guarded
+        def on_map_select(evt: gr.SelectData, k_, *f):
+            payload = service.map_band(evt.index, k_, **filter_values(*f))
+            gr.Info(
+                f"{payload['total']} products in that stretch of the map; the nearest to its middle are under Search."
+            )
+            return show(payload, None, "")
 
         def on_load():
             if not service.wait_ready(0):
@@ -254,8 +283,10 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         wire(reset_btn.click, on_reset, [profile], [profile, likes, dislikes], "reset")
         wire(master.change, on_master, [master], [sub, article], "filters_category")
         wire(sub.change, on_sub, [master, sub], [article], "filters_subcategory")
-        explore_inputs = [gender, master, article, sub]
-        explore_outputs = [*(charts[c] for c in INSIGHT_COLUMNS), accuracy_chart]
+        explore_inputs = [gender, master, article, sub, colour_by, profile, shown]
+        explore_outputs = [*(charts[c] for c in INSIGHT_COLUMNS), accuracy_chart, catalog_map]
+        wire(colour_by.change, on_explore, explore_inputs, explore_outputs, "explore_map_colour")
+        wire(catalog_map.select, on_map_select, filter_inputs, shown_outputs, "map_select")
         wire(explore_tab.select, on_explore, explore_inputs, explore_outputs, "explore")
         for name, dropdown in (("gender", gender), ("category", master), ("sub_category", sub), ("type", article)):
             wire(dropdown.change, on_explore, explore_inputs, explore_outputs, f"explore_{name}")

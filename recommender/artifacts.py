@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .heads import Heads
     from .search_space import SearchSpace
 
-# 4: text vectors (text_vectors.npy, text_model); an older index is rebuilt.
+# 4: text vectors (text_vectors.npy, text_model), the embedding map (map.npy); an older index is rebuilt.
 SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"  # search-space vectors (projected), row i = index label i
@@ -28,10 +28,11 @@ FEATURES = "features.npy"
 PROJECTION = "projection.npz"
 INDEX = "index.hnsw"
 TEXT_VECTORS = "text_vectors.npy"  # each product's catalog text through the text model, row i = label i
+MAP = "map.npy"  # each product's 2-D position on the embedding map (embedding_map.fit_map), row i = label i
 METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
-CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS)
+CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS, MAP)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -84,6 +85,7 @@ def make_manifest(
     heads: Heads,
     space: SearchSpace,
     space_train_s: float,
+    map_info: dict,
     count: int,
     feature_dim: int,
     dim: int,
@@ -96,6 +98,7 @@ def make_manifest(
         "dim": dim,
         "feature_dim": feature_dim,
         "projection": dict(space.info, train_s=space_train_s),
+        "map": map_info,
         "count": count,
         "source": source,
         "build": dict(

@@ -23,6 +23,7 @@ import numpy as np
 
 from recommender import Recommender, artifacts
 from recommender.cli import run_cli
+from recommender.embedding_map import neighbours_kept
 from recommender.errors import UserError
 from recommender.evaluation import (
     classification_report,
@@ -146,6 +147,12 @@ def markdown(report: dict) -> str:
         f"(colour: {p['colour']['words']:.3f} vs photo alone {p['colour']['photo_only']:.3f}; "
         f"gender: {p['gender']['words']:.3f} vs photo alone {p['gender']['photo_only']:.3f}).",
     ]
+    m = report["map"]
+    lines += [
+        "",
+        f"Embedding map ({m['method']}): neighbours_kept@10 {m['neighbours_kept@10']:.3f} — the share of an item's "
+        f"10 nearest on the map among its 50 nearest in the search space ({m['queries']} held-out items).",
+    ]
     f = report["personalisation"]
     lines += [
         "",
@@ -225,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print("search by words …", flush=True)
         report["text"] = text_report(rec, rows, real_photos if (real_photos / "images").is_dir() else None)
+        print("embedding map …", flush=True)
+        report["map"] = {
+            "method": rec.manifest["map"]["method"],
+            "neighbours_kept@10": round(neighbours_kept(rec.positions, embeddings, rows[:1000]), 4),
+            "queries": int(min(len(rows), 1000)),
+        }
         print("feedback simulation …", flush=True)
         report["personalisation"] = feedback_lift(embeddings, rec.metadata, rows, rocchio)
         if args.ablations:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
@@ -292,3 +293,35 @@ def test_explore_counts_follow_the_filters_and_the_heads_report_each_class(index
     assert [a for _, a, _ in accuracy] == sorted(a for _, a, _ in accuracy)  # worst first
     hits = sum(a * n for _, a, n in accuracy)
     assert hits / head.heldout_rows == pytest.approx(head.heldout_accuracy, abs=1e-3)
+
+
+def test_the_map_places_the_catalog_the_last_search_and_its_results(index_dir, real_embedder, text_encoder):
+    service = Service()
+    rec = Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder)
+    service.set_recommender(rec)
+    assert rec.manifest["map"]["method"] == "tsne"  # 300 items: t-SNE
+    payload, vector = service.recommend(str(WATCH), 5)
+    shown = [r["id"] for r in payload["results"]]
+    points = service.map_points("gender", vector, shown, limit=100)
+    catalog = [p for p in points if p["group"] not in ("● results", "▶ your search")]
+    assert len(catalog) == 100 and {p["group"] for p in catalog} <= {"Men", "Women", "Unisex", "Boys", "Girls"}
+    assert [p["group"] for p in points[-6:]] == ["● results"] * 5 + ["▶ your search"]
+    # the search lands among its results: nearer to them than the catalog's typical point is
+    search, marked = points[-1], points[-6:-1]
+    distance = [((p["x"] - search["x"]) ** 2 + (p["y"] - search["y"]) ** 2) ** 0.5 for p in marked]
+    spread = [((p["x"] - search["x"]) ** 2 + (p["y"] - search["y"]) ** 2) ** 0.5 for p in catalog]
+    assert np.median(distance) < np.median(spread)
+    women = service.map_points("articleType", gender="Women")
+    assert len(women) == int((rec.metadata.columns["gender"] == "Women").sum())  # fewer than the limit: all
+    with pytest.raises(UserError, match="Colour the map by one of"):
+        service.map_points("productDisplayName")
+    # a drag across the map: the products in that stretch, nearest its middle first
+    x = np.asarray(rec.positions[:, 0])
+    low, high = np.percentile(x, [40, 60])
+    band = service.map_band([high, low], 7, gender="Men")
+    middle = (low + high) / 2
+    offsets = [abs(x[rec.row_of(r["id"])] - middle) for r in band["results"]]
+    assert len(offsets) == 7 and offsets == sorted(offsets) and all(r["gender"] == "Men" for r in band["results"])
+    assert band["total"] == int(((x >= low) & (x <= high) & (rec.metadata.columns["gender"] == "Men")).sum())
+    with pytest.raises(UserError, match="Drag across the map"):
+        service.map_band("nowhere")

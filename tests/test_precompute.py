@@ -40,6 +40,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
             artifacts.METADATA,
             artifacts.HEADS,
             artifacts.TEXT_VECTORS,
+            artifacts.MAP,
             artifacts.THUMBNAILS,
         ]
     )
@@ -60,6 +61,8 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
     assert manifest["model"]["precision"] in ("bf16", "fp32")
     assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
     assert len(list((out / "thumbnails").iterdir())) == 47
+    positions = np.load(out / artifacts.MAP)  # every item on the embedding map (47 items: principal directions)
+    assert positions.shape == (47, 2) and np.isfinite(positions).all() and manifest["map"]["method"] == "pca"
     assert manifest["text_model"]["sha256"] == text_encoder.sha256 and manifest["text_model"]["dim"] == 384
     text_vectors = np.load(out / artifacts.TEXT_VECTORS)  # each product's name and labels, row for row
     metadata = json.loads((out / artifacts.METADATA).read_text())

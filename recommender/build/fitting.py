@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import artifacts
+from ..embedding_map import MAX_MAP_FIT, fit_map, map_method
 from ..errors import UserError
 from ..heads import train_heads
 from ..metadata import Metadata
@@ -53,6 +54,13 @@ def train_and_index(
     space.save(folder / artifacts.PROJECTION)
     np.save(folder / artifacts.EMBEDDINGS, search_vectors)
     t0 = time.perf_counter()
+    np.save(folder / artifacts.MAP, fit_map(search_vectors, ids))
+    map_info = {
+        "method": map_method(len(ids)),
+        "fit_items": int(min(len(ids), MAX_MAP_FIT)),
+        "fit_s": round(time.perf_counter() - t0, 1),
+    }
+    t0 = time.perf_counter()
     hnsw = build_hnsw(search_vectors)
     hnsw.save_index(str(folder / artifacts.INDEX))
     index_s = time.perf_counter() - t0
@@ -69,6 +77,7 @@ def train_and_index(
         heads,
         space,
         round(space_s, 1),
+        map_info,
         count=len(rows),
         feature_dim=int(vectors.shape[1]),
         dim=int(search_vectors.shape[1]),

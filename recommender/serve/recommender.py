@@ -59,10 +59,12 @@ class Recommender:
         space: SearchSpace,
         text_encoder: TextEncoder,
         text_index: TextIndex,
+        positions: np.ndarray,
     ) -> None:
         self.folder, self.manifest, self.embedder = folder, manifest, embedder
         self.index, self.metadata, self.heads, self.space = index, metadata, heads, space
         self.text_encoder, self.text_index = text_encoder, text_index
+        self.positions = positions  # (n, 2): each item on the embedding map
 
     @classmethod
     def load(
@@ -114,7 +116,8 @@ class Recommender:
         text_index = TextIndex.load(folder / artifacts.TEXT_VECTORS, metadata)
         if len(text_index) != len(metadata):
             raise ArtifactsError(f"The text vectors in {folder} do not cover every item; rebuild the index.")
-        return cls(folder, manifest, embedder, index, metadata, heads, space, text_encoder, text_index)
+        positions = np.load(folder / artifacts.MAP, mmap_mode="r")
+        return cls(folder, manifest, embedder, index, metadata, heads, space, text_encoder, text_index, positions)
 
     # --- building blocks --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..embedding_map import place
 from ..errors import UserError, whole_number
 from ..images import ImageInput, load_image
 from ..vocabulary import ALL, HEAD_COLUMNS, INSIGHT_COLUMNS, filters_from_api
@@ -18,6 +19,10 @@ from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
 
 log = logging.getLogger("recommender.service")
+# The embedding map draws at most this many catalog items (a browser plots a few thousand points
+# smoothly) in at most MAP_GROUPS colours, coloured by one of MAP_COLOURS.
+MAP_POINTS, MAP_GROUPS = 3000, 12
+MAP_COLOURS = ("articleType", "masterCategory", "subCategory", "gender", "baseColour", "usage")
 
 
 def match_json(match: Match) -> dict:
@@ -215,6 +220,54 @@ class Service:
             return []
         per_class = heads[column].per_class
         return sorted(((c, a, n) for c, (a, n) in per_class.items()), key=lambda t: (t[1], -t[2], t[0]))
+
+    def map_points(
+        self,
+        colour_by: str = "articleType",
+        query: np.ndarray | None = None,
+        shown: list[int] | None = None,
+        limit: int = MAP_POINTS,
+        **filter_values: str,
+    ) -> list[dict]:
+        """The embedding map's points: at most `limit` filtered catalog items (an even spread), grouped by
+        `colour_by` (its most common values, the rest "other"); with the last search's `query` vector
+        placed among its 10 nearest items, and the `shown` results marked."""
+        rec = self.recommender
+        if colour_by not in MAP_COLOURS:
+            raise UserError(f"Colour the map by one of: {', '.join(MAP_COLOURS)}.")
+        mask = rec.metadata.mask(filters(**filter_values))
+        rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
+        rows = rows[np.linspace(0, len(rows) - 1, limit).astype(int)] if len(rows) > limit else rows
+        labels = rec.metadata.columns[colour_by]
+        common = {value for value, _ in rec.metadata.counts(colour_by, filters(**filter_values))[:MAP_GROUPS]}
+
+        def point(row: int, group: str) -> dict:
+            x, y = (float(v) for v in rec.positions[row])
+            return {"x": x, "y": y, "group": group, "name": str(rec.metadata.columns["productDisplayName"][row])}
+
+        points = [point(r, str(labels[r]) if str(labels[r]) in common else "other") for r in rows]
+        points += [point(rec.row_of(i), "● results") for i in shown or []]
+        if query is not None:
+            near, _ = rec.index.search(np.asarray(query, np.float32), 10)
+            x, y = (float(v) for v in place(rec.positions, near))
+            points.append({"x": x, "y": y, "group": "▶ your search", "name": "your search"})
+        return points
+
+    def map_band(self, x_range: object, k: int = 12, **filter_values: str) -> dict:
+        """The filtered catalog's products in a stretch of the map (x from `x_range[0]` to `x_range[1]`, as a
+        drag across the map selects it), those nearest the stretch's middle first."""
+        rec = self.recommender
+        try:
+            low, high = sorted(float(v) for v in x_range)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise UserError("Drag across the map to select a stretch of it.") from None
+        k = whole_number(k, "k", 1, 100)
+        mask = rec.metadata.mask(filters(**filter_values))
+        x = np.asarray(rec.positions[:, 0])
+        inside = (x >= low) & (x <= high) & (True if mask is None else mask)
+        rows = np.flatnonzero(inside)
+        rows = rows[np.argsort(np.abs(x[rows] - (low + high) / 2), kind="stable")][:k]
+        return {"results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in rows], "total": int(inside.sum())}
 
     def filter_choices(self, master_category: str = ALL, sub_category: str = ALL) -> dict[str, list[str]]:
         """Dropdown choices from the index metadata; sub-category and article type depend on the ones above."""
