@@ -59,6 +59,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         status = gr.Markdown()
         profile = gr.State(Profile())
         shown = gr.State([])  # the results on screen, for "more like this" and likes
+        exploring = gr.State(False)  # the Explore tab is open: only then do filter changes redraw its charts
         with gr.Row():
             gender = gr.Dropdown([ALL], value=ALL, label=TITLES["gender"])
             master = gr.Dropdown([ALL], value=ALL, label=TITLES["masterCategory"])
@@ -66,7 +67,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             article = gr.Dropdown([ALL], value=ALL, label=TITLES["articleType"])
             k = gr.Slider(1, 50, value=12, step=1, label="Results (k)")
         with gr.Tabs():
-            with gr.Tab("Search", id="search"):
+            with gr.Tab("Search", id="search") as search_tab:
                 with gr.Row():
                     with gr.Column(scale=2):
                         with gr.Tabs():
@@ -243,6 +244,11 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             )
             return *counts, accuracy, pd.DataFrame(points, columns=["x", "y", "group", "name"])
 
+        def on_filters_explore(exploring_: bool, *explore_values):
+            if not exploring_:  # the charts are redrawn when the tab opens; no work while searching
+                return tuple(gr.skip() for _ in explore_outputs)
+            return on_explore(*explore_values)
+
         @guarded
         def on_map_select(evt: gr.SelectData, k_, *f):
             payload = service.map_band(evt.index, k_, **filter_values(*f))
@@ -288,8 +294,10 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         wire(colour_by.change, on_explore, explore_inputs, explore_outputs, "explore_map_colour")
         wire(catalog_map.select, on_map_select, filter_inputs, shown_outputs, "map_select")
         wire(explore_tab.select, on_explore, explore_inputs, explore_outputs, "explore")
+        wire(explore_tab.select, lambda: True, [], [exploring], "explore_open")
+        wire(search_tab.select, lambda: False, [], [exploring], "explore_closed")
         for name, dropdown in (("gender", gender), ("category", master), ("sub_category", sub), ("type", article)):
-            wire(dropdown.change, on_explore, explore_inputs, explore_outputs, f"explore_{name}")
+            wire(dropdown.change, on_filters_explore, [exploring, *explore_inputs], explore_outputs, f"explore_{name}")
         wire(demo.load, on_load, [], [status, gender, master, sub, article], "load")
 
         # --- JSON endpoints: the contract for gradio_client users and MCP clients (argument order is fixed; new

@@ -287,14 +287,10 @@ def rankings(rec: Recommender, queries: list[TextQuery], k: int = 10) -> dict[st
     vectors = rec.text_encoder.encode([q.text for q in queries])
     out: dict[str, list[np.ndarray]] = {"product": [], "text_model_only": [], "bm25": []}
     for query, vector in zip(queries, vectors):
-        out["product"].append(np.array([m_row for m_row in _rows(rec, query.text, k)]))
+        out["product"].append(np.array([rec.row_of(m.id) for m in rec.search_text(query.text, k)]))
         out["text_model_only"].append(top_k(rec.text_index.similarity(vector), k))
         out["bm25"].append(top_k(bm25.scores(tokens(query.text)), k))
     return out
-
-
-def _rows(rec: Recommender, text: str, k: int) -> list[int]:
-    return [rec.row_of(m.id) for m in rec.search_text(text, k)]
 
 
 def photo_plus_words(

@@ -36,27 +36,27 @@ class TextIndex:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def _by_row(self, column: str, value_of_label, rows: np.ndarray | None = None) -> np.ndarray:
+        """`value_of_label(label)` for every row's label of `column` (one lookup per distinct label)."""
+        table = np.array([value_of_label(label) for label in self.labels[column]])
+        return table[self.codes[column] if rows is None else self.codes[column][rows]]
+
     def constraint_scores(self, understood: Understood, rows: np.ndarray | None = None) -> np.ndarray:
         """Per row, the credit of every wanted label it has, minus one for every unwanted one."""
-        n = len(self) if rows is None else len(rows)
-        total = np.zeros(n, np.float32)
+        total = np.zeros(len(self) if rows is None else len(rows), np.float32)
         for column, credit in understood.wanted.items():
-            table = np.array([credit.get(label, 0.0) for label in self.labels[column]], np.float32)
-            codes = self.codes[column] if rows is None else self.codes[column][rows]
-            total += table[codes]
+            total += self._by_row(column, lambda label: credit.get(label, 0.0), rows)
         for column, labels in understood.unwanted.items():
-            table = np.array([label in labels for label in self.labels[column]], np.float32)
-            codes = self.codes[column] if rows is None else self.codes[column][rows]
-            total -= table[codes]
+            total -= self._by_row(column, lambda label: float(label in labels), rows)
         return CONSTRAINT_WEIGHT * total
 
     def satisfying(self, understood: Understood) -> np.ndarray:
         """Rows with exactly what the words name in every column they name, and nothing they exclude."""
         mask = np.ones(len(self), bool)
         for column, credit in understood.wanted.items():
-            mask &= np.array([credit.get(label, 0.0) == 1.0 for label in self.labels[column]])[self.codes[column]]
+            mask &= self._by_row(column, lambda label: credit.get(label, 0.0) == 1.0)
         for column, labels in understood.unwanted.items():
-            mask &= ~np.array([label in labels for label in self.labels[column]])[self.codes[column]]
+            mask &= ~self._by_row(column, lambda label: label in labels)
         return mask
 
     def similarity(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
