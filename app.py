@@ -26,7 +26,9 @@ from recommender.serve.ui import (
     SHARED,
     article_label,
     details_markdown,
+    edited_photo,
     file_path,
+    for_editor,
     gallery,
     guarded,
     photo_reference,
@@ -47,6 +49,27 @@ CSS = (
 )
 GALLERY_LABEL = "Most similar (select one for more like it)"
 WORDS_HINT = "Optional: change what you see, e.g. “in black”, “for women”, “without laces”"
+CROP_HINT = (
+    "More than one item in the photo? Crop it to one: the editor's image tool, then its crop tool, then *Confirm crop*."
+)
+
+
+def photo_editor(label: str, sources: list[str]) -> gr.ImageEditor:
+    """A photo the shopper can crop to one item before searching (with the hint under it). Gradio shows the
+    editor's toolbar, and with it the crop tool, only with a brush: a white one paints out what is not wanted."""
+    editor = gr.ImageEditor(
+        type="filepath",
+        sources=sources,
+        label=label,
+        height=360,
+        transforms=("crop",),
+        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+        layers=False,
+        format="png",
+        interactive=True,
+    )
+    gr.Markdown(CROP_HINT)
+    return editor
 
 
 def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
@@ -72,20 +95,16 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         with gr.Tabs():
                             with gr.Tab("Upload"):
-                                image = gr.Image(
-                                    type="filepath",
-                                    sources=["upload", "clipboard", "webcam"],
-                                    label="Photo",
-                                    height=300,
-                                )
+                                image = photo_editor("Photo", ["upload", "clipboard", "webcam"])
                                 image_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
                                 search_btn = gr.Button("Find similar", variant="primary")
                                 if examples:
                                     gr.Examples(examples, inputs=image, label="Try a catalog photo")
                             with gr.Tab("Image URL"):
                                 url = gr.Textbox(label="Image URL", placeholder="https://…/photo.jpg")
-                                url_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
                                 url_btn = gr.Button("Fetch and find similar", variant="primary")
+                                url_image = photo_editor("The fetched photo", [])
+                                url_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
                             with gr.Tab("Describe"):
                                 words = gr.Textbox(
                                     label="What are you looking for?",
@@ -183,17 +202,25 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
             return {"gender": gender_, "master_category": master_, "article_type": article_, "sub_category": sub_}
 
         @guarded
-        def on_image(image_, words_, k_, *f):
-            payload, vector = service.recommend(image_, k_, words_, **filter_values(*f))
+        def on_image(photo_, words_, k_, *f):
+            """Search the photo as the editor holds it: cropped (before the one image loader) if cropped."""
+            payload, vector = service.recommend(edited_photo(photo_), k_, words_, **filter_values(*f))
             c = payload["classification"]
             details_ = details_markdown(c, payload.get("understood"))
             reference = photo_reference(c, service.asked(words_))
             label_ = gr.update(value=article_label(c), visible=True)
             return (label_, details_, Profile(query=vector), *show(payload, reference, "your photo"))
 
+        def on_photo_changed(photo_, words_, k_, *f):
+            """A new, cropped or painted photo searches at once; a cleared editor changes nothing."""
+            if edited_photo(photo_) is None:
+                return tuple(gr.skip() for _ in classify_outputs)
+            return on_image(photo_, words_, k_, *f)
+
         @guarded
-        def on_url(url_, words_, k_, *f):
-            return on_image(service.fetch_url(url_), words_, k_, *f)
+        def on_url(url_):
+            """Fetch the URL's photo into its editor, to be searched next (and again after each crop)."""
+            return for_editor(service.load_image(service.fetch_url(url_)))
 
         @guarded
         def on_words(words_, k_, *f):
@@ -269,18 +296,21 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                 ),
             )
 
-        def wire(event: Callable, fn: Callable, inputs: list, outputs: list, name: str) -> None:
+        def wire(event: Callable, fn: Callable, inputs: list, outputs: list, name: str):
             """A UI event: callable by the page, but neither in the API docs nor an MCP tool."""
-            event(fn, inputs, outputs, api_name=f"ui_{name}", api_visibility="undocumented")
+            return event(fn, inputs, outputs, api_name=f"ui_{name}", api_visibility="undocumented")
 
         classify_outputs = [label, details, profile, *shown_outputs]
-        image_inputs, url_inputs = [image, image_words, *filter_inputs], [url, url_words, *filter_inputs]
+        image_inputs, url_inputs = [image, image_words, *filter_inputs], [url_image, url_words, *filter_inputs]
         wire(search_btn.click, on_image, image_inputs, classify_outputs, "search_image")
-        wire(image.upload, on_image, image_inputs, classify_outputs, "search_upload")
+        wire(image.change, on_photo_changed, image_inputs, classify_outputs, "search_photo")
         wire(image_words.submit, on_image, image_inputs, classify_outputs, "search_image_words")
-        wire(url_btn.click, on_url, url_inputs, classify_outputs, "search_url")
-        wire(url.submit, on_url, url_inputs, classify_outputs, "search_url_submit")
-        wire(url_words.submit, on_url, url_inputs, classify_outputs, "search_url_words")
+        # A photo set by the server does not fire the editor's change event; the shopper's crops of it do.
+        for name, event in (("fetch_url", url_btn.click), ("fetch_url_submit", url.submit)):
+            fetched = wire(event, on_url, [url], [url_image], name)
+            wire(fetched.success, on_image, url_inputs, classify_outputs, f"search_{name}")
+        wire(url_image.change, on_photo_changed, url_inputs, classify_outputs, "search_url_photo")
+        wire(url_words.submit, on_image, url_inputs, classify_outputs, "search_url_words")
         wire(words_btn.click, on_words, [words, *filter_inputs], classify_outputs, "search_words")
         wire(words.submit, on_words, [words, *filter_inputs], classify_outputs, "search_words_submit")
         wire(browse_btn.click, on_browse, [page, *filter_inputs], [total, *shown_outputs], "browse")

@@ -165,6 +165,54 @@ def real_photo_report(
     }
 
 
+def two_item_photo(target: Image.Image, other: Image.Image, rng: random.Random) -> tuple[Image.Image, tuple]:
+    """Two product photos side by side on one white canvas (the target left or right, a random gap and
+    height offset), rephotographed as a whole; and the box a shopper would draw round the target: its
+    edges off by up to 8% of its size either way, as hands draw them."""
+    a, b = (img.convert("RGB") for img in (target, other))
+    a, b = (img.resize((round(img.width * 320 / img.height), 320), Image.Resampling.BICUBIC) for img in (a, b))
+    gap, drop = rng.randint(0, 40), rng.randint(0, 40)
+    canvas = Image.new("RGB", (a.width + b.width + gap, 320 + drop), "white")
+    left = rng.random() < 0.5
+    xa, ya = (0, rng.choice((0, drop))) if left else (b.width + gap, rng.choice((0, drop)))
+    canvas.paste(a, (xa, ya))
+    canvas.paste(b, (a.width + gap, drop - ya) if left else (0, drop - ya))
+    margin_share = 0.04
+    photo = rephotograph(canvas, margin_share, rng.uniform(-3, 3), rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15), 75)
+    margin = int(margin_share * max(canvas.size))
+
+    def edge(at: int, size: int) -> int:
+        return at + margin + round(rng.uniform(-0.08, 0.08) * size)
+
+    box = (edge(xa, a.width), edge(ya, a.height), edge(xa + a.width, a.width), edge(ya + a.height, a.height))
+    return photo, (max(box[0], 0), max(box[1], 0), min(box[2], photo.width), min(box[3], photo.height))
+
+
+def crop_report(rec: "Recommender", photos: Path, rows: np.ndarray, n: int = 200, seed: int = 0) -> dict:
+    """Photos of two held-out products of different types side by side: is the target the first result
+    for the whole photo, and for the photo cropped to the target as a shopper would crop it in the app?"""
+    md, sha = rec.metadata, rec.metadata.image_sha
+    rng = random.Random(seed)
+    rows = [r for r in rows if (photos / "images" / f"{int(md.ids[r])}.jpg").is_file()]
+    article = md.columns["articleType"]
+    whole = cropped = 0
+    chosen = rng.sample(rows, min(n, len(rows)))
+    for row in tqdm(chosen, desc="cropped photos", unit="q"):
+        partner = rng.choice([r for r in rng.sample(rows, 20) if article[r] != article[row]] or rows)
+        photo, box = two_item_photo(
+            *(load_image(photos / "images" / f"{int(md.ids[r])}.jpg") for r in (row, partner)), rng
+        )
+
+        def first_is_target(image: Image.Image) -> int:
+            first = md.row_of(rec.search(image, 1)[0].id)
+            return int(first == row or bool(sha[row] and sha[first] == sha[row]))
+
+        whole += first_is_target(photo)
+        cropped += first_is_target(photo.crop(box))
+    n_ = max(len(chosen), 1)
+    return {"whole_rank1": round(whole / n_, 4), "cropped_rank1": round(cropped / n_, 4), "queries": len(chosen)}
+
+
 def classification_report(heads: Heads, descriptors: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:
     """Per head: accuracy and macro-F1 on `rows` (the confusion matrix for article type)."""
     report = {}

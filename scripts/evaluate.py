@@ -7,8 +7,9 @@
 Writes report.json, report.md and PNG plots to --out; with --ablations (the output of scripts/ablate.py)
 also the effect of each setting, as a plot and tables. Real photos: the same products photographed at a
 higher resolution (`DIR/images/<id>.jpg`), by default the folder `<data>-hires` beside --data if there
-is one. Search by words: queries in shoppers' everyday words and 55 written by hand, beside BM25, and
-photo + words (the `text` section)."""
+is one. Two products on one photo, searched whole and cropped to one of them (the `crop` section). Search
+by words: queries in shoppers' everyday words and 55 written by hand, beside BM25, and photo + words (the
+`text` section)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from recommender.embedding_map import neighbours_kept
 from recommender.errors import UserError
 from recommender.evaluation import (
     classification_report,
+    crop_report,
     feedback_lift,
     filtered_recall,
     real_photo_report,
@@ -122,7 +124,11 @@ def markdown(report: dict) -> str:
             + ".",
             "",
         ]
+    c = report["crop"]
     lines += [
+        f"Two products on one photo ({c['queries']} queries): the target first for the whole photo "
+        f"{c['whole_rank1']:.3f}, for the photo cropped to it {c['cropped_rank1']:.3f}.",
+        "",
         f"HNSW recall@10 vs exact: {report['hnsw_recall@10']:.4f}",
         "",
         "| filter | recall@10 |",
@@ -221,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         report["shopper_photo"] = shopper_photo_robustness(rec, args.data, rows, args.shopper_photos)
         if (real_photos / "images").is_dir():
             report["real_photo"] = real_photo_report(rec, real_photos, rows)
+        report["crop"] = crop_report(rec, real_photos if (real_photos / "images").is_dir() else args.data, rows)
         print("filtered recall …", flush=True)
         recall = filtered_recall(rec, rows)
         report["hnsw_recall@10"] = recall.pop("none")

@@ -2,14 +2,16 @@
 when the shopper-photo rank-1 drops below --min-rank1, or (with --real-photos) when the rank-1 of real
 higher-resolution photos drops below --min-real-rank1; search by words: when P@10 of all stated
 attributes on queries in shoppers' everyday words drops below --min-text, or (with --real-photos) P@10
-of photo + words below --min-photo-words.
+of photo + words below --min-photo-words, or the rank-1 of two-product photos cropped to one below
+--min-crop.
 
 Queries are the held-out part of the split by product id (nothing was fitted on them), searched
 against the whole index with the query and byte-identical images excluded; shopper photos are made of
 held-out products (the evaluation's protocol) and go through the full query path, as do real photos.
 
     python scripts/quality_gate.py --index DIR --min 0.81 [--data DATA_DIR --min-rank1 0.85]
-                                   [--real-photos HIRES_DIR --min-real-rank1 0.9 --min-photo-words 0.7]
+                                   [--real-photos HIRES_DIR --min-real-rank1 0.9 --min-photo-words 0.7
+                                    --min-crop 0.9]
                                    [--min-text 0.85] [--weights PATH] [--text-model DIR]
 """
 
@@ -24,7 +26,12 @@ import numpy as np
 
 from recommender import Recommender
 from recommender.cli import run_cli
-from recommender.evaluation import leave_one_out_precision, real_photo_report, shopper_photo_robustness
+from recommender.evaluation import (
+    crop_report,
+    leave_one_out_precision,
+    real_photo_report,
+    shopper_photo_robustness,
+)
 from recommender.runtime import configure_runtime
 from recommender.split import heldout_mask
 from recommender.text_evaluation import generated_queries, photo_plus_words, precision_report, rankings
@@ -54,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--min-text", type=float, default=0.0, help="the floor for words' P@10 of all attributes")
     parser.add_argument("--min-photo-words", type=float, default=0.0, help="the floor for photo + words P@10")
+    parser.add_argument(
+        "--min-crop", type=float, default=0.0, help="the floor for rank-1 of two-product photos cropped to one"
+    )
     args = parser.parse_args(argv)
     configure_runtime()
     rec = run_cli(lambda: Recommender.load(args.index, weights=args.weights, text_model=args.text_model))
@@ -89,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(floor {args.min_photo_words}): {'PASS' if words['P@10'] >= args.min_photo_words else 'FAIL'}"
         )
         passed = passed and words["P@10"] >= args.min_photo_words
+        crop = crop_report(rec, args.real_photos, queries)
+        print(
+            f"quality gate: cropped rank-1 = {crop['cropped_rank1']:.4f} (whole photo {crop['whole_rank1']:.4f}), "
+            f"{crop['queries']} two-product photos of held-out products (floor {args.min_crop}): "
+            f"{'PASS' if crop['cropped_rank1'] >= args.min_crop else 'FAIL'}"
+        )
+        passed = passed and crop["cropped_rank1"] >= args.min_crop
     everyday = generated_queries(rec, queries, 500)
     text = precision_report(rec, everyday, rankings(rec, everyday)["product"])["P@10_all"]
     print(

@@ -1,17 +1,27 @@
 """End to end in headless Chromium: upload a photo, see k results and the classification, select a
-result for more like it; describe an item in words and see results; the Explore tab charts."""
+result for more like it; crop a photo of two products to one; fetch a URL into its editor; describe an
+item in words and see results; the Explore tab charts and map."""
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from recommender import Recommender
+from recommender.evaluation import two_item_photo
+from recommender.images import load_image
 from recommender.serve.service import Service
+from recommender.serve.url_fetch import URLFetcher
 from tests.helpers import SAMPLE, serve
+
+HIRES = Path(__file__).parent / "data" / "hires"
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -41,9 +51,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(text_encoder, real_index, real_embedder):
-    service = Service()
-    service.set_recommender(Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder))
+def recommender(text_encoder, real_index, real_embedder) -> Recommender:
+    return Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder)
+
+
+@pytest.fixture(scope="module")
+def app_url(recommender, real_index):
+    service = Service(URLFetcher(allow_addresses=frozenset({"127.0.0.1"})))  # the URL test fetches from the app
+    service.set_recommender(recommender)
     with serve(service, real_index, [str(SAMPLE / "images" / "10138.jpg")]) as url:
         yield url
 
@@ -54,8 +69,32 @@ def page(browser, app_url):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("text=Catalog:", timeout=30_000)
+    page.wait_for_selector("[data-testid=image] canvas", timeout=30_000)  # the photo editor is drawn
     yield page
     page.close()
+
+
+def shown_photo(editor) -> tuple[float, float, float, float]:
+    """Where the editor shows its photo on the page (left, top, right, bottom) while cropping: the bright
+    photo on the crop tool's dark backdrop."""
+    box = editor.bounding_box()
+    shot = np.asarray(Image.open(io.BytesIO(editor.screenshot())).convert("L")) > 200
+    rows, cols = np.flatnonzero(shot.mean(axis=1) > 0.5), np.flatnonzero(shot.mean(axis=0) > 0.5)
+    return box["x"] + cols[0], box["y"] + rows[0], box["x"] + cols[-1], box["y"] + rows[-1]
+
+
+def name_of(recommender: Recommender, item_id: int) -> str:
+    md = recommender.metadata
+    return str(md.columns["productDisplayName"][md.row_of(item_id)])
+
+
+def first_caption_is(page, name: str) -> None:
+    page.wait_for_function(
+        "n => document.querySelectorAll('.thumbnail-item').length === 12 && "
+        "document.querySelector('.thumbnail-item').innerText.startsWith(n)",
+        arg=name,
+        timeout=60_000,
+    )
 
 
 def test_upload_shows_k_results_and_classification_then_more_like_this(page, tmp_path):
@@ -99,3 +138,36 @@ def test_explore_charts_the_catalog(page, tmp_path):
         path=str(Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot-explore.png"), full_page=True
     )
     assert page.locator(".vega-embed svg, .vega-embed canvas").count() >= 10  # 8 counts, accuracy, the map
+
+
+def test_crop_a_photo_of_two_products_to_one_and_search_only_it(page, recommender, tmp_path):
+    target, other = 10009, 10037  # a red T-shirt beside sports shoes
+    photo, box = two_item_photo(
+        load_image(HIRES / f"{target}.jpg"), load_image(HIRES / f"{other}.jpg"), random.Random(1)
+    )
+    photo.save(tmp_path / "two.jpg")
+    page.set_input_files("input[type=file]", str(tmp_path / "two.jpg"))
+    page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
+    page.get_by_role("button", name="Image", exact=True).first.click()
+    page.get_by_role("button", name="Crop", exact=True).first.click()
+    editor = page.locator("[data-testid=image]").first
+    page.wait_for_selector("button[aria-label='Confirm crop']", timeout=10_000)
+    left, top, right, bottom = shown_photo(editor)
+    scale, middle = (right - left) / photo.width, (top + bottom) / 2
+    for edge, to in ((right - 1, left + box[2] * scale), (left + 1, left + box[0] * scale)):  # a shopper's box
+        page.mouse.move(float(edge), float(middle))
+        page.mouse.down()
+        page.mouse.move(float(to), float(middle), steps=12)
+        page.mouse.up()
+    page.get_by_role("button", name="Confirm crop").click()
+    first_caption_is(page, name_of(recommender, target))
+    assert "Tshirts" in page.inner_text("[data-testid=label-output-value]")
+    page.screenshot(path=str(Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot-crop.png"), full_page=True)
+
+
+def test_a_fetched_url_lands_in_its_editor_and_is_searched(page, recommender, real_index, app_url):
+    page.get_by_role("tab", name="Image URL").click()
+    page.get_by_label("Image URL").fill(f"{app_url}gradio_api/file={real_index / 'thumbnails' / '10138.jpg'}")
+    page.get_by_role("button", name="Fetch and find similar").click()
+    first_caption_is(page, name_of(recommender, 10138))
+    assert page.locator("[data-testid=image] canvas").count() >= 2  # the fetched photo, in an editor to crop

@@ -9,11 +9,13 @@ from typing import Callable
 
 import gradio as gr
 from gradio.data_classes import FileData
+from PIL import Image
 
 from ..errors import UserError
 from ..vocabulary import TITLES
 
 log = logging.getLogger("recommender.ui")
+EDITOR_SIDE = 2048
 DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 
 
@@ -44,6 +46,24 @@ def file_path(image) -> str | None:
     if isinstance(image, FileData):
         return image.path
     return str(image)
+
+
+def edited_photo(value) -> str | None:
+    """The photo as the shopper left it in the image editor: the composite, cropped if they cropped it;
+    None when the editor is empty."""
+    if not value:
+        return None
+    return file_path(value.get("composite") if isinstance(value, dict) else value) or None
+
+
+def for_editor(image: Image.Image) -> Image.Image:
+    """A fetched photo as the image editor shows it: at most EDITOR_SIDE pixels a side, so a 50-megapixel
+    photo does not travel to the browser whole (the model sees 224 pixels of it anyway)."""
+    if max(image.size) <= EDITOR_SIDE:
+        return image
+    small = image.copy()
+    small.thumbnail((EDITOR_SIDE, EDITOR_SIDE), Image.Resampling.LANCZOS)
+    return small
 
 
 def served(payload: dict) -> dict:
