@@ -1,7 +1,8 @@
 """Gradio app: upload a photo, paste a URL or describe it in words; see what it is and the most similar
 catalog products.
 
-python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--share] [--host H] [--port P] [--no-mcp]
+python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--precision auto|fp32|bf16|int8] [--share]
+              [--host H] [--port P] [--no-mcp]
 
 The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp.
 """
@@ -19,6 +20,7 @@ import pandas as pd
 from gradio.data_classes import FileData
 
 from recommender.cli import run_cli
+from recommender.embedder import PRECISIONS
 from recommender.runtime import configure_runtime
 from recommender.serve.service import MAP_COLOURS, Profile, Service
 from recommender.serve.startup import open_index
@@ -472,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--text-model", default=env("RECOMMENDER_TEXT_MODEL"), help="all-MiniLM-L6-v2 folder; default: the Hub"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=env("RECOMMENDER_PRECISION", "auto"),
+        help="the model's path; auto: the index's (int8, or the fastest float one here)",
+    )
     parser.add_argument("--share", action="store_true", default=env("RECOMMENDER_SHARE", "") == "1", help="public link")
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
@@ -489,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(URLFetcher(allow_addresses=allowed))
     repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
 
-    if run_cli(lambda: open_index(service, args.index, SAMPLE, args.weights, args.text_model, repo)) is None:
+    if (
+        run_cli(lambda: open_index(service, args.index, SAMPLE, args.weights, args.text_model, repo, args.precision))
+        is None
+    ):
         return 2
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
     demo = build_app(service, examples)

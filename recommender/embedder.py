@@ -14,6 +14,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from .errors import ArtifactsError, UserError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
@@ -27,6 +28,31 @@ INPUT_SIZE = (224, 168)
 # on real photos and on re-framed ones together (docs/experiments.md#real-photos).
 FRAMING_EXPONENT = 0.25
 MAX_SIDE_BEFORE_PAD = 1024
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# Catalog photos whose activations set int8's ranges: the first ones of the catalog being built.
+INT8_CALIBRATION_IMAGES = 128
+
+
+def int8_supported(device: torch.device) -> bool:
+    """PyTorch's x86 int8 kernels (fbgemm / oneDNN) need an x86 CPU with AVX2 or better."""
+    return (
+        device.type == "cpu"
+        and "x86" in torch.backends.quantized.supported_engines
+        and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    )
+
+
+def choose_precision(device: torch.device) -> str:
+    """The fastest path this hardware runs at equal quality (docs/benchmarks.md#cpu-paths): int8 on x86
+    CPUs, with or without bf16; bf16 on GPUs that have it; else fp32."""
+    return "int8" if int8_supported(device) else float_precision(device)
+
+
+def float_precision(device: torch.device) -> str:
+    """bf16 where the hardware has it, else fp32: the same descriptors within 0.001 of cosine."""
+    return "bf16" if bf16_supported(device) else "fp32"
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -92,6 +118,26 @@ class Preprocessor:
         return np.asarray(self.resize(pad_to_aspect(product, self.aspect)).convert("RGB"), np.uint8)
 
 
+class _Features(torch.nn.Module):
+    """The backbone's last and third-stage feature maps."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        mid = m.layer3(m.layer2(m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(x)))))))
+        return m.layer4(mid), mid
+
+
+def _activation_observers(prepared: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The observers FX inserted on activations (weights are quantized per channel from the weights)."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    return [(n, m) for n, m in prepared.named_children() if isinstance(m, ObserverBase)]
+
+
 class Embedder:
     """A photo -> its descriptor: the last ResNet50 stage pooled by regional GeM (2048, unit length), the
     third stage pooled by GeM (1024, unit length), then the product's colour histogram (64, unit length);
@@ -105,6 +151,8 @@ class Embedder:
         input_size: tuple[int, int] = INPUT_SIZE,
         detail_side: int | None = None,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
         model, self.weights_info = load_model(weights)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.weights_sha256 = state_dict_sha256(model)
@@ -112,10 +160,15 @@ class Embedder:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         # cudnn.benchmark stays off: precompute's batches vary in size (the views ride along), and cuDNN
         # would time its kernels again for every new size (docs/benchmarks.md#gpu).
-        if precision == "auto":
-            precision = "bf16" if bf16_supported(self.device) else "fp32"
-        self.precision = precision
-        self._backbone: torch.jit.ScriptModule | None = None  # traced on the first batch
+        if precision == "int8" and not int8_supported(self.device):
+            raise UserError("int8 needs an x86 CPU with AVX2 or better; use --precision fp32 (or auto) here.")
+        self.forced = precision != "auto"  # a path asked for by flag: an index of another path is refused
+        # Left to choose, the model computes float descriptors until a build calibrates it for int8 or an
+        # index it serves says how it was built (`follow`).
+        self.precision = precision if self.forced else float_precision(self.device)
+        # int8: each activation's (scale, zero point), set by `calibrate` at build or from the index's manifest.
+        self.int8_qparams: dict[str, list[float]] | None = None
+        self._backbone: torch.nn.Module | None = None  # made on the first batch
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image already has the input's aspect after padding, so nothing may be cropped away.
         config.update(input_size=(3, *input_size), crop_pct=1.0)
@@ -180,8 +233,68 @@ class Embedder:
             "layout": {k: v for k, v in self.weights_info["layout"].items() if k != "labels"},
             "preprocessing": self.preprocessing,
             "precision": self.precision,
+            **({"int8": {"qparams": self.int8_qparams}} if self.precision == "int8" else {}),
             "dim": self.dim,
         }
+
+    def follow(self, built: dict, where: object) -> None:
+        """Compute queries the way the index at `where` was built (its manifest's `model`): int8 with its
+        calibration, or float (bf16 where the hardware has it, fp32: the same descriptors within 0.001 of
+        cosine). A path forced by flag that would give other descriptors is refused."""
+        wanted = built.get("precision", "fp32")
+        if wanted == "int8":
+            if not int8_supported(self.device):
+                raise ArtifactsError(
+                    f"The index at {where} was built with int8 descriptors, which need an x86 CPU with AVX2; "
+                    "rebuild it here with --precision fp32."
+                )
+            if self.forced and self.precision != "int8":
+                raise ArtifactsError(
+                    f"The index at {where} was built with int8 descriptors and {self.precision} ones would differ; "
+                    "drop --precision or rebuild the index with it."
+                )
+            self._set_precision("int8", built["int8"]["qparams"])
+        elif self.precision == "int8":
+            if self.forced:
+                raise ArtifactsError(
+                    f"The index at {where} was built with {wanted} descriptors and int8 ones would differ; "
+                    "drop --precision or rebuild the index with --precision int8."
+                )
+            self._set_precision(float_precision(self.device))
+
+    @property
+    def build_precision(self) -> str:
+        """The path a build with this model uses: the one forced, else the fastest here (int8 on x86)."""
+        return self.precision if self.forced else choose_precision(self.device)
+
+    def _set_precision(self, precision: str, qparams: dict[str, list[float]] | None = None) -> None:
+        if (precision, qparams) != (self.precision, self.int8_qparams):
+            self.precision, self.int8_qparams, self._backbone = precision, qparams, None
+
+    def calibrate(self, pixels: np.ndarray) -> None:
+        """int8's activation ranges from (n, H, W, 3) uint8 catalog pixels (`model_input`): the histogram
+        observers of PyTorch's x86 recipe, kept as each activation's (scale, zero point)."""
+        prepared = self._prepared_int8(self.normalise(pixels[:1]))
+        with torch.inference_mode():
+            for start in range(0, len(pixels), 16):
+                prepared(self.normalise(pixels[start : start + 16]))
+        qparams = {}
+        for name, observer in _activation_observers(prepared):
+            scale, zero_point = observer.calculate_qparams()
+            qparams[name] = [float(scale), int(zero_point)]
+        self._set_precision("int8", qparams)
+
+    def _prepared_int8(self, example: torch.Tensor) -> torch.fx.GraphModule:
+        """The fp32 backbone with PyTorch's x86 int8 observers inserted (FX graph mode)."""
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch is pinned)
+            return prepare_fx(
+                _Features(copy.deepcopy(self.model).float()).eval(), get_default_qconfig_mapping("x86"), (example,)
+            )
 
     def preprocess(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         return self.preprocessor(image)
@@ -189,38 +302,53 @@ class Embedder:
     def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         return self.preprocessor.model_input(image, trim)
 
-    def _traced_backbone(self, example: torch.Tensor) -> torch.jit.ScriptModule:
-        """The feature extractor frozen by TorchScript in the run precision. Freezing folds batch norm
-        into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16 autocast's speed, cosine to
-        fp32 >= 0.999 (docs/benchmarks.md#model). torch.jit is deprecated in favour of torch.compile, which
-        costs minutes of compilation at every start; torch is pinned, so the warning is silenced here."""
+    def _make_backbone(self, example: torch.Tensor) -> torch.nn.Module:
+        """The feature extractor in the run precision. Floats: frozen by TorchScript, which folds batch
+        norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16 autocast's speed, cosine
+        to fp32 >= 0.999 (docs/benchmarks.md#model). int8: FX's conversion with the calibrated ranges fixed
+        and weights per channel; it fuses as it converts, and tracing it gained nothing. torch.jit and FX
+        quantization are deprecated (for torch.compile, minutes of compilation at every start, and
+        torchao); torch is pinned, so their warnings are silenced here."""
+        if self.precision == "int8":
+            return self._int8_backbone(example)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        backbone = copy.deepcopy(self.model).to(dtype).eval()
-
-        class Features(torch.nn.Module):
-            def __init__(self, model: torch.nn.Module) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                m = self.model
-                mid = m.layer3(m.layer2(m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(x)))))))
-                return m.layer4(mid), mid
-
+        backbone = _Features(copy.deepcopy(self.model).to(dtype)).eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return torch.jit.freeze(torch.jit.trace(Features(backbone).eval(), example.to(dtype)))
+            return torch.jit.freeze(torch.jit.trace(backbone, example.to(dtype)))
+
+    def _int8_backbone(self, example: torch.Tensor) -> torch.nn.Module:
+        if self.int8_qparams is None:
+            raise UserError("int8 needs its calibration first: build the index with it, or load one built so.")
+        from torch.ao.quantization.observer import FixedQParamsObserver
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        prepared = self._prepared_int8(example)
+        observers = dict(_activation_observers(prepared))
+        if set(observers) != set(self.int8_qparams):
+            raise ArtifactsError(
+                "The index's int8 calibration was made by another version of the int8 graph; rebuild the index."
+            )
+        for name, observer in observers.items():
+            scale, zero_point = self.int8_qparams[name]
+            fixed = FixedQParamsObserver(
+                scale, zero_point, observer.dtype, observer.qscheme, observer.quant_min, observer.quant_max
+            )
+            setattr(prepared, name, fixed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return convert_fx(prepared).eval()
 
     def feature_maps(self, pixels: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, H, W, 3) uint8 pixels (`model_input`) -> the backbone's last and third-stage feature maps
         ((n, 2048, 7, 6) and (n, 1024, 14, 11) at 224x168), float32. The pixels are normalised on the
         model's device."""
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32  # int8 quantizes in the graph
         with self._lock, torch.inference_mode():
             batch = self.normalise(pixels).to(dtype)
             if self._backbone is None:
-                self._backbone = self._traced_backbone(batch)
+                self._backbone = self._make_backbone(batch)
             deep, mid = self._backbone(batch)
             return deep.float(), mid.float()
 

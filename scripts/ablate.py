@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_runtime()
     embedder = Embedder(args.weights)
-    artifacts.read_manifest(args.index, verify=False)  # one sentence if there is no index
+    built = artifacts.read_manifest(args.index, verify=False)["model"]  # one sentence if there is no index
+    embedder.follow(built, args.index)  # the index's path (int8 with its calibration, or float)
     md = Metadata.load(args.index / artifacts.METADATA)
     descriptors = np.load(args.index / artifacts.FEATURES)
     images = [load_image(args.data / "images" / f"{i}.jpg") for i in tqdm(md.ids, desc="decode", unit="img")]
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         (128, 96): [shipped],
     }
     for shape, settings in shapes.items():
-        shaped = embedder if shape == INPUT_SIZE else Embedder(args.weights, input_size=shape)
+        if shape == INPUT_SIZE:
+            shaped = embedder
+        else:
+            shaped = Embedder(args.weights, input_size=shape)
+            shaped.follow(built, args.index)
         for trim in sorted({t for t, _ in settings}, reverse=True):
             catalog = embed_images(shaped, images[:n], trim, f"catalog {shape} trim={trim}")
             shots = embed_images(shaped, sub_shots, trim, f"photos {shape} trim={trim}")

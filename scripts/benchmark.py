@@ -1,14 +1,18 @@
 """Speed and memory, side by side in one run (medians over repeats; this machine is noisy).
 
     python scripts/benchmark.py --index DIR --data ../shared/data/fashion-dev --out bench.json [--weights PATH]
-                                [--text-model DIR]
+                                [--text-model DIR] [--path-rows 2000] [--paths-only]
 
 Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same
 images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
 and app peak RSS for the real catalog and for a synthetic full-size (44k) catalog in the index's dimension;
 the time to fit heads and search space at 44k, and from all of it the whole 44k precompute time; search
 by words (Recommender.search_text p50, the exact scan against an HNSW walk at 44k) and the text model's
-share of the 44k precompute."""
+share of the 44k precompute. The model's paths (fp32 always, bf16 and int8 where this CPU runs them), each
+in one run: model-only images/s, the embed stage of a build of the first --path-rows rows, search p50, and
+quality on that build's held-out products (P@10 articleType, shopper-photo rank-1); with the CPU's model
+and flags. An AVX2-only CPU can be emulated on a newer one by capping the kernels' instruction sets:
+ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 (reported in `cpu`)."""
 
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ def throughput_runs(
     import torch
 
     from recommender.build import embed_catalog
+    from recommender.build.runner import calibrate_int8
     from recommender.catalog import CatalogSource
     from recommender.embedder import Embedder
     from recommender.images import load_image
@@ -51,7 +56,9 @@ def throughput_runs(
     runs = []
     if kind == "pipeline":
         embedder, text_encoder = Embedder(weights), TextEncoder(text_model)
-        embedder.embed([load_image(items[0].data)])  # traces the frozen backbone (once per process, ~4 s)
+        if embedder.build_precision == "int8":  # as a build does, before its first batch
+            calibrate_int8(CatalogSource(str(data), images), embedder)
+        embedder.embed([load_image(items[0].data)])  # makes the backbone (once per process, seconds)
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -259,10 +266,11 @@ from recommender.embedder import Embedder
 from recommender.serve.index import VectorIndex
 from recommender.text_model import TextEncoder
 embedder = Embedder(sys.argv[3] or None)
+embedder.follow(json.load(open(sys.argv[6]))["model"], sys.argv[6])  # the real index's path, as the app does
+from PIL import Image
 index = VectorIndex.load(sys.argv[1], sys.argv[2])
 text_encoder = TextEncoder(sys.argv[4] or None)
 text_vectors = np.load(sys.argv[5], mmap_mode="r")
-from PIL import Image
 rng = np.random.default_rng(0)
 for i in range(20):
     embedder.embed_one(Image.new("RGB", (60, 80), (i * 10, 80, 120)))  # the model's working memory
@@ -277,9 +285,12 @@ print(json.dumps({"rss_mb": round(int(hwm) / 1024, 1)}))
 """
 
 
-def app_rss(embeddings: Path, hnsw: Path, weights: str | None, text_model: str | None, texts: Path) -> float:
+def app_rss(
+    embeddings: Path, hnsw: Path, weights: str | None, text_model: str | None, texts: Path, manifest: Path
+) -> float:
+    command = [sys.executable, "-c", RSS_PROBE, str(embeddings), str(hnsw), weights or "", text_model or ""]
     result = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE, str(embeddings), str(hnsw), weights or "", text_model or "", str(texts)],
+        command + [str(texts), str(manifest)],
         capture_output=True,
         text=True,
         check=True,
@@ -313,7 +324,12 @@ def index_scale(index: Path, weights: str | None, text_model: str | None) -> dic
                 "items": len(vectors),
                 "build_s": round(build_s, 2),
                 "rss_mb": app_rss(
-                    Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.hnsw", weights, text_model, texts[name]
+                    Path(tmp) / f"{name}.npy",
+                    Path(tmp) / f"{name}.hnsw",
+                    weights,
+                    text_model,
+                    texts[name],
+                    index / artifacts.MANIFEST,
                 ),
             }
     return out
@@ -364,6 +380,121 @@ def fit_scale(index: Path) -> dict:
     }
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, the flags that decide the model's paths, and any cap on the kernels' ISA."""
+    import torch
+
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
+
+    flags = [f for f in field("flags").split() if f.startswith(("avx", "amx", "fma", "f16c"))]
+    return {
+        "model": field("model name"),
+        "flags": flags,
+        "cores": os.cpu_count(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+    }
+
+
+def available_paths() -> list[str]:
+    import torch
+
+    from recommender.embedder import bf16_supported, int8_supported
+
+    cpu = torch.device("cpu")
+    # With the kernels capped below AVX-512, bf16 would run emulated: that machine has no bf16 path.
+    bf16 = bf16_supported(cpu) and not os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith(("AVX2", "SSE"))
+    return ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if int8_supported(cpu) else [])
+
+
+def path_child(args: argparse.Namespace, stage: str, name: str, folder: Path) -> dict:
+    """One stage of one path in a child process: "build" with a build's OpenMP setting, "measure" with the
+    app's (a build's sleeping threads double a query's latency)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if stage == "build":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    command = [sys.executable, __file__, "--path-stage", stage, name, str(folder), "--index", str(args.index)]
+    command += ["--data", str(args.data), "--out", str(args.out), "--path-rows", str(args.path_rows)]
+    command += (["--weights", args.weights] if args.weights else []) + (
+        ["--text-model", args.text_model] if args.text_model else []
+    )
+    child = subprocess.run(command, env=env, capture_output=True, text=True)
+    if child.returncode:
+        raise RuntimeError(f"the {name} path's {stage} failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def path_stage(args: argparse.Namespace, stage: str, name: str, folder: Path) -> dict:
+    """build: the first --path-rows rows of --data with this path (the embed stage's items/s). measure:
+    model-only images/s (batches of 16, 224x168), Recommender.search p50 over 100 catalog photos, P@10
+    articleType of the held-out products and the rank-1 of 200 shopper photos of them."""
+    from recommender import Recommender
+    from recommender.build import precompute
+    from recommender.catalog import CatalogSource
+    from recommender.embedder import Embedder
+    from recommender.evaluation import leave_one_out_precision, shopper_photo_robustness
+    from recommender.images import load_image
+    from recommender.split import heldout_mask
+    from recommender.text_model import TextEncoder
+
+    if stage == "build":
+        embedder = Embedder(args.weights, precision=name)
+        manifest = precompute(
+            CatalogSource(str(args.data), args.path_rows),
+            folder,
+            embedder,
+            TextEncoder(args.text_model),
+            progress=False,
+        )
+        return {"embed_items_s": manifest["build"]["throughput_img_s"]}
+    rec = Recommender.load(folder, weights=args.weights, text_model=args.text_model, precision=name)
+    ids = rec.metadata.ids
+    photos = [load_image(args.data / "images" / f"{i}.jpg") for i in ids[:: max(1, len(ids) // 100)][:100]]
+    pixels = np.stack([rec.embedder.model_input(p) for p in photos[:64]])
+    rec.embedder.forward(pixels[:16])  # makes the backbone
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for start in range(0, len(pixels), 16):
+            rec.embedder.forward(pixels[start : start + 16])
+        rates.append(len(pixels) / (time.perf_counter() - t0))
+    search_ms = []
+    for photo in photos:
+        t0 = time.perf_counter()
+        rec.search(photo, 12)
+        search_ms.append(1e3 * (time.perf_counter() - t0))
+    rows = np.flatnonzero(heldout_mask(ids))
+    embeddings, dims = rec.index.embeddings, rec.space.appearance_dims
+    return {
+        "model_img_s": round(statistics.median(rates), 1),
+        "search_ms_p50": round(percentile(search_ms, 50), 1),
+        "p10_articleType": round(leave_one_out_precision(embeddings, rec.metadata, "articleType", 10, rows, dims), 4),
+        "shopper_rank1": shopper_photo_robustness(rec, args.data, rows, 200)["rank1"],
+        "heldout_queries": int(len(rows)),
+    }
+
+
+def model_paths(args: argparse.Namespace) -> dict:
+    """Every path this CPU runs, side by side in one run, and the one `auto` picks."""
+    import torch
+
+    from recommender.embedder import choose_precision
+
+    paths = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in available_paths():
+            folder = Path(tmp) / name
+            paths[name] = path_child(args, "build", name, folder) | path_child(args, "measure", name, folder)
+            print(json.dumps({name: paths[name]}), flush=True)
+    return {"cpu": cpu_info(), "default_path": choose_precision(torch.device("cpu")), "paths": paths}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
@@ -382,8 +513,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--path-rows", type=int, default=2000, help="catalog rows each model path builds")
+    parser.add_argument("--paths-only", action="store_true", help="only the model's paths (and the CPU)")
     parser.add_argument("--throughput-only", choices=("pipeline", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--path-stage", nargs=3, metavar=("STAGE", "PATH", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.path_stage:  # a child of model_paths
+        stage, name, folder = args.path_stage
+        configure_runtime(build=stage == "build")
+        print(json.dumps(path_stage(args, stage, name, Path(folder))))
+        return 0
     # As the app and precompute.py do (one BLAS thread: numpy's spinning OpenBLAS threads otherwise
     # starve torch's; a pipeline child also lets idle OpenMP threads sleep, as a build does).
     configure_runtime(build=args.throughput_only == "pipeline")
@@ -396,12 +535,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    if args.paths_only:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(model_paths(args), indent=1))
+        print(args.out.read_text())
+        return 0
     # Latency first, in a clean process state: measured after the throughput runs (three more models
     # and their oneDNN primitive caches in memory) search p50 read 128 ms instead of 30 ms.
     result = query_latency(args.index, args.data, args.weights, args.text_model, args.queries)
     print(json.dumps(result), flush=True)
     result["precompute"] = precompute_throughput(args)
     print(json.dumps(result["precompute"]), flush=True)
+    result |= model_paths(args)
     result["index"] = index_scale(args.index, args.weights, args.text_model)
     result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
     fit = result["fit_44k"] = fit_scale(args.index)
@@ -458,6 +603,19 @@ def main(argv: list[str] | None = None) -> int:
             f"+{100 * s['text_share_of_44k_precompute']:.1f}%",
         ),
     ]
+    cpu = s["cpu"]
+    rows += [
+        (
+            f"path {name}{' (auto)' if name == s['default_path'] else ''}: model / embed stage / search p50 / "
+            "P@10 articleType / shopper rank-1",
+            f"{v['model_img_s']} img/s / {v['embed_items_s']} items/s / {v['search_ms_p50']} ms / "
+            f"{v['p10_articleType']:.4f} / {v['shopper_rank1']:.3f}",
+        )
+        for name, v in s["paths"].items()
+    ]
+    print(
+        f"CPU: {cpu['model']} ({cpu['torch_capability']}; caps {cpu['isa_caps'] or 'none'}); {' '.join(cpu['flags'])}"
+    )
     print("\n| measure | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows))
     return 0
 

@@ -2,7 +2,7 @@
 each product's text through the text model.
 
 python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--text-model DIR]
-                             [--batch-size N] [--workers N]
+                             [--precision auto|fp32|bf16|int8] [--batch-size N] [--workers N]
                              [--num-shards N --shard-index I]
 python scripts/precompute.py --merge SLICE_DIR [SLICE_DIR ...] --out DIR
 """
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
     )
     parser.add_argument(
+        "--precision",
+        default=os.environ.get("RECOMMENDER_PRECISION", "auto"),
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="the model's path; auto: the fastest this hardware runs at equal quality (int8 on x86 CPUs)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, help="default: the fastest measured for the device (16 on a CPU, 128 on a GPU)"
     )
     parser.add_argument(
@@ -63,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from recommender.embedder import Embedder
         from recommender.text_model import TextEncoder
 
-        embedder = Embedder(args.weights)
+        embedder = Embedder(args.weights, precision=args.precision)
         text_encoder = TextEncoder(args.text_model, device=embedder.device)  # a GPU build encodes texts there
         print(
-            f"Model: {embedder.weights_info['source']} ({embedder.precision} on {embedder.device.type}); "
+            f"Model: {embedder.weights_info['source']} ({embedder.build_precision} on {embedder.device.type}); "
             f"text model: {text_encoder.source}; source: {source.kind} {args.source}",
             flush=True,
         )

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from recommender.build.decode import decode_pool, prepare_item, prepared_batches
-from recommender.build.runner import embed_catalog
+from recommender.build.runner import calibrate_int8, embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.cli import run_main
 from recommender.embedder import Embedder
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = Embedder(args.weights, device=args.device)
+    if embedder.build_precision == "int8":  # as a build does, before its first batch
+        calibrate_int8(CatalogSource(str(args.data), args.images), embedder)
     text_encoder = TextEncoder(args.text_model, device=embedder.device)
     items = [i for i in CatalogSource(str(args.data), args.images) if i.data]
     report = {

@@ -138,6 +138,16 @@ def test_explore_charts_the_catalog(page, tmp_path):
         path=str(Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot-explore.png"), full_page=True
     )
     assert page.locator(".vega-embed svg, .vega-embed canvas").count() >= 10  # 8 counts, accuracy, the map
+    # Dragging across the map puts that stretch's products in the gallery.
+    box = page.locator(".vega-embed").last.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=10)
+    page.mouse.up()
+    page.wait_for_selector("text=products in that stretch of the map", timeout=30_000)
+    page.get_by_role("tab", name="Search").click()
+    page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=30_000)
 
 
 def test_crop_a_photo_of_two_products_to_one_and_search_only_it(page, recommender, tmp_path):

@@ -10,12 +10,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .. import artifacts
+from ..augment import shopper_view
 from ..catalog import CatalogItem, CatalogSource
-from ..embedder import Embedder
+from ..embedder import INT8_CALIBRATION_IMAGES, Embedder
 from ..errors import UserError
+from ..images import load_image
 from ..text_model import TextEncoder
 from .decode import decode_pool, default_workers, prepared_batches
 from .fitting import train_and_index
@@ -105,12 +108,32 @@ def embed_catalog(
     return timings
 
 
+def calibrate_int8(source: CatalogSource, embedder: Embedder, n: int = INT8_CALIBRATION_IMAGES) -> None:
+    """int8's activation ranges from the catalog's first `n` readable photos and a shopper's photo of each
+    (queries look like those; docs/experiments.md#int8): the same for every slice and every resume, so
+    all shards share one int8 model."""
+    pixels = []
+    for item in CatalogSource(source.source, min(n, source.limit or n)):
+        if item.data is None:
+            continue
+        try:
+            image = load_image(item.data)
+        except UserError:
+            continue  # an unreadable photo is skipped by the build as well
+        pixels += [embedder.model_input(image), embedder.model_input(shopper_view(image, seed=int(item.id)))]
+    if not pixels:
+        raise UserError("None of the catalog's first photos could be read to calibrate int8; use --precision fp32.")
+    embedder.calibrate(np.stack(pixels))
+
+
 def _work_key(source: CatalogSource, embedder: Embedder, text_encoder: TextEncoder, **params) -> dict:
     info = embedder.describe()
     return {
         "source": source.describe(),
         "weights_sha256": info["weights_sha256"],
         "preprocessing": info["preprocessing"],
+        "precision": info["precision"],
+        "int8": info.get("int8"),
         "text_model_sha256": text_encoder.sha256,
         **params,
     }
@@ -135,6 +158,8 @@ def precompute(
     batch_size = batch_size or default_batch_size(embedder)
     # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
     embedder.detail_side = source.typical_side()
+    if embedder.build_precision == "int8":
+        calibrate_int8(source, embedder)
     work = out.with_name(out.name + ".partial")
     key = _work_key(
         source,
@@ -203,12 +228,13 @@ def merge_slices(slices: list[Path], out: Path) -> dict:
     if any(
         i["weights_sha256"] != first["weights_sha256"]
         or i["preprocessing"] != first["preprocessing"]
+        or i["embedder"].get("int8") != first["embedder"].get("int8")
         or i["text_model"]["sha256"] != first["text_model"]["sha256"]
         for i in infos
     ):
         raise UserError(
-            "The slices were embedded with different weights, text models or preprocessing; "
-            "rebuild them with the same --weights and --text-model."
+            "The slices were embedded with different weights, text models, preprocessing or int8 calibration; "
+            "rebuild them with the same --weights, --text-model and --precision."
         )
     if sorted(i["shard_index"] for i in infos) != list(range(first["num_shards"])):
         raise UserError(f"Merging needs exactly one slice for each shard index 0..{first['num_shards'] - 1}.")

@@ -75,16 +75,19 @@ class Recommender:
         verify: bool = True,
         text_model: str | os.PathLike | None = None,
         text_encoder: TextEncoder | None = None,
+        precision: str = "auto",
     ) -> "Recommender":
         """Open `path`, verify its files, and refuse an embedder or text model other than the ones that
-        built it. `weights` / `text_model` None: the Hub's."""
+        built it. `weights` / `text_model` None: the Hub's. `precision`: auto follows the index; another
+        (fp32, bf16, int8) is refused where its descriptors would differ from the index's."""
         folder = Path(path)
         manifest = artifacts.read_manifest(folder, verify=verify)
-        embedder = embedder or Embedder(weights)
+        embedder = embedder or Embedder(weights, precision=precision)
         built = manifest["model"]
         # Queries are brought to the detail of the catalog the index was built from (an Embedder serves
         # one index at a time).
         embedder.detail_side = built["preprocessing"].get("detail_side")
+        embedder.follow(built, folder)  # int8 with the index's calibration, or float
         if built["weights_sha256"] != embedder.weights_sha256:
             raise ArtifactsError(
                 f"The index at {folder} was built with other weights ({built['weights_source']}) than the model "

@@ -1,0 +1,74 @@
+"""The model's paths: int8 (the fast path on x86 CPUs, with or without bf16) against fp32 with the real
+weights, a whole build and search with it, and the refusals where an index's descriptors and the query
+path's would differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recommender import Recommender
+from recommender.build import precompute
+from recommender.catalog import CatalogSource
+from recommender.embedder import Embedder, choose_precision
+from recommender.errors import ArtifactsError, UserError
+from recommender.images import load_image
+from tests.helpers import SAMPLE, make_catalog, sample_rows
+
+pytestmark = pytest.mark.skipif(choose_precision(torch.device("cpu")) != "int8", reason="int8 needs x86 with AVX2")
+
+
+def pixels(embedder: Embedder, start: int, n: int) -> np.ndarray:
+    rows = sample_rows(n, start)[1:]
+    return np.stack([embedder.model_input(load_image(SAMPLE / "images" / f"{row[0]}.jpg")) for row in rows])
+
+
+def test_int8_descriptors_stay_close_to_fp32(real_weights):
+    fp32, int8 = Embedder(real_weights, precision="fp32"), Embedder(real_weights, precision="int8")
+    int8.calibrate(pixels(int8, 0, 64))
+    queries = pixels(fp32, 500, 32)
+    reference, fast = fp32.forward(queries)[0], int8.forward(queries)[0]
+    cosine = (reference[:, :2048] * fast[:, :2048]).sum(axis=1)  # the last stage's unit regional GeM
+    # Measured on 200 fashion-dev photos: mean 0.994, lowest 0.969 (docs/benchmarks.md#cpu-paths).
+    assert cosine.mean() > 0.985 and cosine.min() > 0.94
+    assert int8.describe()["int8"]["qparams"] and "int8" not in fp32.describe()
+
+
+@pytest.fixture(scope="module")
+def int8_index(tmp_path_factory, real_weights, text_encoder):
+    folder = make_catalog(tmp_path_factory.mktemp("int8-catalog"), sample_rows(120))
+    out = tmp_path_factory.mktemp("int8") / "index"
+    precompute(CatalogSource(str(folder)), out, Embedder(real_weights, precision="int8"), text_encoder, progress=False)
+    return out
+
+
+def test_a_whole_build_and_search_with_int8(int8_index, real_weights, text_encoder):
+    rec = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder)
+    assert rec.manifest["model"]["precision"] == "int8" and rec.embedder.precision == "int8"
+    assert rec.embedder.int8_qparams == rec.manifest["model"]["int8"]["qparams"]  # the build's calibration
+    item_id = int(rec.metadata.ids[7])
+    first = rec.search(load_image(SAMPLE / "images" / f"{item_id}.jpg"), 3)[0]
+    assert first.id == item_id and first.score > 0.95
+
+
+def test_an_index_refuses_a_query_path_whose_descriptors_differ(int8_index, real_weights, text_encoder, tmp_path):
+    with pytest.raises(ArtifactsError, match="built with int8 descriptors and fp32 ones would differ"):
+        Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder, precision="fp32")
+    folder = make_catalog(tmp_path / "catalog", sample_rows(40))
+    fp32 = tmp_path / "fp32"
+    precompute(CatalogSource(str(folder)), fp32, Embedder(real_weights, precision="fp32"), text_encoder, progress=False)
+    with pytest.raises(ArtifactsError, match="built with fp32 descriptors and int8 ones would differ"):
+        Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder, precision="int8")
+    # Left to choose, the query path follows the index: a float one where the index is float.
+    assert Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder).embedder.precision in (
+        "fp32",
+        "bf16",
+    )
+
+
+def test_int8_where_the_cpu_cannot_run_it_is_one_sentence(random_weights, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert choose_precision(torch.device("cpu")) in ("fp32", "bf16")
+    with pytest.raises(UserError, match="int8 needs an x86 CPU with AVX2"):
+        Embedder(random_weights, precision="int8")
