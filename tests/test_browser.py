@@ -139,7 +139,9 @@ def test_explore_charts_the_catalog(page, tmp_path):
     )
     assert page.locator(".vega-embed svg, .vega-embed canvas").count() >= 10  # 8 counts, accuracy, the map
     # Dragging across the map puts that stretch's products in the gallery.
-    box = page.locator(".vega-embed").last.bounding_box()
+    catalog_map = page.locator(".vega-embed").last
+    catalog_map.scroll_into_view_if_needed()  # the mouse acts on the visible page only
+    box = catalog_map.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.3, y)
     page.mouse.down()
