@@ -12,7 +12,7 @@ import pytest
 import timm
 import torch
 
-from recommender.embedder import Embedder
+from recommender.embedder import Embedder, float_precision
 from recommender.runtime import configure_runtime
 from recommender.text_model import TextEncoder
 from recommender.weights import save_weights
@@ -102,7 +102,15 @@ def text_encoder(text_model) -> TextEncoder:
 
 @pytest.fixture(scope="session")
 def real_embedder(real_weights) -> Embedder:
+    """The real model as the app uses it: float until a build calibrates it for int8 or an index it loads
+    was built so (its path changes with the tests that do)."""
     return Embedder(real_weights)
+
+
+@pytest.fixture(scope="session")
+def float_embedder(real_weights) -> Embedder:
+    """The real model on the float path (bf16 where the CPU has it, else fp32), whatever other tests build."""
+    return Embedder(real_weights, precision=float_precision(torch.device("cpu")))
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,7 @@ def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index
     monkeypatch.setattr(
         startup,
         "starter_index",
-        lambda folder, sample, weights, text_model: (
+        lambda folder, sample, weights, text_model, precision: (
             rebuilt.append(folder) or Recommender.load(real_index, embedder=real_embedder, text_encoder=text_encoder)
         ),
     )

@@ -78,10 +78,10 @@ def _photos(article_type: str, n: int) -> list:
     return [load_image(SAMPLE / "images" / f"{i}.jpg") for i in ids]
 
 
-def test_real_photos_land_in_sensible_imagenet_classes(real_embedder):
+def test_real_photos_land_in_sensible_imagenet_classes(float_embedder):
     def top1(images):  # ImageNet-style input (padded, not trimmed to the product): this checks the weights
-        _, logits = real_embedder.forward(np.stack([real_embedder.model_input(i, trim=False) for i in images]))
-        return [real_embedder.labels[int(row.argmax())] for row in logits]
+        _, logits = float_embedder.forward(np.stack([float_embedder.model_input(i, trim=False) for i in images]))
+        return [float_embedder.labels[int(row.argmax())] for row in logits]
 
     assert top1(_photos("Sunglasses", 6)) == ["sunglass"] * 6
     assert top1(_photos("Jeans", 6)).count("jean") >= 4
@@ -112,22 +112,22 @@ def test_unreachable_hub_names_the_offline_route(monkeypatch):
         load_model(None)
 
 
-def test_frozen_backbone_matches_the_eager_fp32_model(real_embedder):
+def test_frozen_backbone_matches_the_eager_fp32_model(float_embedder):
     """The traced, frozen (bf16 where supported) backbone gives the features of the plain fp32 model."""
     images = _photos("Tshirts", 4) + _photos("Sunglasses", 4)
-    batch = np.stack([real_embedder.preprocess(i)[0] for i in images])
-    features, _ = real_embedder.forward(batch)
-    model = real_embedder.model
+    batch = np.stack([float_embedder.preprocess(i)[0] for i in images])
+    features, _ = float_embedder.forward(batch)
+    model = float_embedder.model
     with torch.inference_mode():
-        x = real_embedder.normalise(batch).contiguous()
+        x = float_embedder.normalise(batch).contiguous()
         mid = model.layer3(model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x)))))))
         maps = model.forward_features(x)
-    deep = real_embedder.feature_dim - real_embedder.mid_dim
-    assert features.shape == (len(images), deep + real_embedder.mid_dim) and maps.shape[1] == deep
+    deep = float_embedder.feature_dim - float_embedder.mid_dim
+    assert features.shape == (len(images), deep + float_embedder.mid_dim) and maps.shape[1] == deep
     assert (features[:, :deep] * regional_gem(maps).numpy()).sum(axis=1).min() > 0.995
     reference = F.normalize(gem_pool(mid), dim=1).numpy()
     assert (features[:, deep:] * reference).sum(axis=1).min() > 0.995
-    one, _ = real_embedder.forward(batch[:1])  # another batch size through the same traced graph
+    one, _ = float_embedder.forward(batch[:1])  # another batch size through the same traced graph
     assert float(one[0] @ features[0]) > 2 * 0.999
 
 
