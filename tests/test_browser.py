@@ -153,28 +153,43 @@ def test_explore_charts_the_catalog(page, tmp_path):
 
 
 def test_crop_a_photo_of_two_products_to_one_and_search_only_it(page, recommender, tmp_path):
+    from playwright.sync_api import TimeoutError as PageTimeout
+
     target, other = 10009, 10037  # a red T-shirt beside sports shoes
     photo, box = two_item_photo(
         load_image(HIRES / f"{target}.jpg"), load_image(HIRES / f"{other}.jpg"), random.Random(1)
     )
     photo.save(tmp_path / "two.jpg")
-    page.set_input_files("input[type=file]", str(tmp_path / "two.jpg"))
+    for attempt in range(2):  # the editor's canvas sometimes misses a headless page's first upload or drag
+        try:
+            crop_and_search(page, tmp_path / "two.jpg", photo.width, box, name_of(recommender, target))
+            break
+        except PageTimeout:
+            if attempt:
+                raise
+            page.reload()
+            page.wait_for_selector("[data-testid=image] canvas", timeout=30_000)
+    assert "Tshirts" in page.inner_text("[data-testid=label-output-value]")
+    page.screenshot(path=str(Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot-crop.png"), full_page=True)
+
+
+def crop_and_search(page, path: Path, width: int, box: tuple, target_name: str) -> None:
+    page.set_input_files("input[type=file]", str(path))
+    page.get_by_role("button", name="Find similar").click()  # an upload searching at once: the first test
     page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
     page.get_by_role("button", name="Image", exact=True).first.click()
     page.get_by_role("button", name="Crop", exact=True).first.click()
     editor = page.locator("[data-testid=image]").first
     page.wait_for_selector("button[aria-label='Confirm crop']", timeout=10_000)
     left, top, right, bottom = shown_photo(editor)
-    scale, middle = (right - left) / photo.width, (top + bottom) / 2
+    scale, middle = (right - left) / width, (top + bottom) / 2
     for edge, to in ((right - 1, left + box[2] * scale), (left + 1, left + box[0] * scale)):  # a shopper's box
         page.mouse.move(float(edge), float(middle))
         page.mouse.down()
         page.mouse.move(float(to), float(middle), steps=12)
         page.mouse.up()
     page.get_by_role("button", name="Confirm crop").click()
-    first_caption_is(page, name_of(recommender, target))
-    assert "Tshirts" in page.inner_text("[data-testid=label-output-value]")
-    page.screenshot(path=str(Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot-crop.png"), full_page=True)
+    first_caption_is(page, target_name)
 
 
 def test_a_fetched_url_lands_in_its_editor_and_is_searched(page, recommender, real_index, app_url):

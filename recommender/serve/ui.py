@@ -49,11 +49,13 @@ def file_path(image) -> str | None:
 
 
 def edited_photo(value) -> str | None:
-    """The photo as the shopper left it in the image editor: the composite, cropped if they cropped it;
-    None when the editor is empty."""
+    """The photo as the shopper left it in the image editor: the composite, cropped if they cropped it (the
+    background while the editor has not drawn its composite yet); None when the editor is empty."""
     if not value:
         return None
-    return file_path(value.get("composite") if isinstance(value, dict) else value) or None
+    if isinstance(value, dict):
+        return file_path(value.get("composite") or value.get("background")) or None
+    return file_path(value) or None
 
 
 def for_editor(image: Image.Image) -> Image.Image:
