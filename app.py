@@ -305,6 +305,9 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         classify_outputs = [label, details, profile, *shown_outputs]
         image_inputs, url_inputs = [image, image_words, *filter_inputs], [url_image, url_words, *filter_inputs]
         wire(search_btn.click, on_image, image_inputs, classify_outputs, "search_image")
+        # An upload searches through its own event too: headless Chromium showed the editor's change event
+        # missing now and then right after a page load; a crop fires only the change event.
+        wire(image.upload, on_image, image_inputs, classify_outputs, "search_upload")
         wire(image.change, on_photo_changed, image_inputs, classify_outputs, "search_photo")
         wire(image_words.submit, on_image, image_inputs, classify_outputs, "search_image_words")
         # A photo set by the server does not fire the editor's change event; the shopper's crops of it do.
