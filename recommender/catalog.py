@@ -30,6 +30,15 @@ class CatalogItem:
 
 
 @dataclass
+class SkippedRow:
+    """A row the catalog cannot hold, at its place in the stream: built into the manifest's skip list."""
+
+    position: int
+    id: str  # the row's id as written (there may be no numeric one)
+    reason: str
+
+
+@dataclass
 class SkipLog:
     """Items left out of the catalog, by reason; counted, never fatal."""
 
@@ -125,25 +134,72 @@ class CatalogSource:
                 continue
         return int(np.median(sides)) if sides else None
 
-    def _rows(self) -> Iterator[tuple[dict, bytes | None]]:
+    def count(self) -> int:
+        """Rows in the (limited) stream, without reading any image: how a distributed build splits it."""
         if self.kind == "folder":
-            yield from self._folder_rows()
+            total = sum(1 for _ in read_styles(Path(self.source) / "styles.csv"))
+        elif self.kind == "saved":
+            total = len(self._saved())
         else:
-            yield from self._dataset_rows()
+            total = self._hub_size()
+        return total if self.limit is None else min(total, self.limit)
 
-    def _folder_rows(self) -> Iterator[tuple[dict, bytes | None]]:
+    def unlisted_images(self) -> list[str]:
+        """A folder's images without a styles.csv row (only the whole folder can tell; none otherwise)."""
+        if self.kind != "folder" or self.limit is not None:
+            return []
         root = Path(self.source)
-        seen: set[str] = set()
-        for row in read_styles(root / "styles.csv"):
-            image = root / "images" / f"{_clean(row.get('id'))}.jpg"
-            seen.add(image.name)
-            yield row, (image.read_bytes() if image.is_file() else None)
-        if self.limit is None:  # only a full pass can tell which images have no row
-            for image in sorted((root / "images").glob("*.jpg")):
-                if image.name not in seen:
-                    self.skipped.add("image without a styles.csv row", image.stem)
+        listed = {f"{_clean(row.get('id'))}.jpg" for row in read_styles(root / "styles.csv")}
+        return [image.stem for image in sorted((root / "images").glob("*.jpg")) if image.name not in listed]
 
-    def _dataset_rows(self) -> Iterator[tuple[dict, bytes | None]]:
+    def rows(self, start: int = 0, stop: int | None = None) -> Iterator[CatalogItem | SkippedRow]:
+        """The stream's rows at positions start..stop-1 (within the limit), images read only for those;
+        rows the catalog cannot hold come as SkippedRows."""
+        stop = self.limit if stop is None else stop if self.limit is None else min(stop, self.limit)
+        if stop is not None and stop <= start:
+            return
+        raw = self._folder_rows(start, stop) if self.kind == "folder" else self._dataset_rows(start, stop)
+        for position, (row, data) in enumerate(raw, start):
+            raw_id = _clean(row.get("id"))
+            if not raw_id.isdigit():
+                yield SkippedRow(position, raw_id or f"#{position}", "row without a numeric id")
+            else:
+                yield CatalogItem(position, int(raw_id), _attributes(row), data)
+
+    def __iter__(self) -> Iterator[CatalogItem]:
+        """The catalog's items from the first row (skipped rows are counted in `skipped`)."""
+        for row in self.rows():
+            if isinstance(row, SkippedRow):
+                self.skipped.add(row.reason, row.id)
+            else:
+                yield row
+
+    def _folder_rows(self, start: int, stop: int | None) -> Iterator[tuple[dict, bytes | None]]:
+        root = Path(self.source)
+        for row in itertools.islice(read_styles(root / "styles.csv"), start, stop):
+            image = root / "images" / f"{_clean(row.get('id'))}.jpg"
+            yield row, (image.read_bytes() if image.is_file() else None)
+
+    def _saved(self):
+        import datasets
+
+        data = datasets.load_from_disk(self.source)
+        if isinstance(data, datasets.DatasetDict):
+            data = data["train"] if "train" in data else next(iter(data.values()))
+        return data
+
+    def _hub_size(self) -> int:
+        import datasets
+
+        try:
+            return datasets.load_dataset_builder(self.source).info.splits["train"].num_examples
+        except Exception as exc:  # offline, unknown id, no split sizes recorded: all end here
+            raise UserError(
+                f"Could not tell how many rows the Hub dataset {self.source} has ({type(exc).__name__}); "
+                "pass --limit N, or a local folder or saved dataset as --source."
+            ) from None
+
+    def _dataset_rows(self, start: int, stop: int | None) -> Iterator[tuple[dict, bytes | None]]:
         import datasets
 
         if self.kind == "hub":
@@ -154,24 +210,14 @@ class CatalogSource:
                     f"Could not open the Hub dataset {self.source} ({type(exc).__name__}); check the id and the "
                     "network, or pass a local folder (styles.csv + images/) or a saved dataset as --source."
                 ) from None
+            data = data.skip(start) if start else data
+            data = data.take(stop - start) if stop is not None else data
         else:
-            data = datasets.load_from_disk(self.source)
-            if isinstance(data, datasets.DatasetDict):
-                data = data["train"] if "train" in data else next(iter(data.values()))
+            data = self._saved()
+            data = data.select(range(start, min(stop, len(data)) if stop is not None else len(data)))
             data = data.to_iterable_dataset()
         if data.features and "image" in data.features:
             # Keep the encoded bytes: decoding happens in the one image loader, in parallel with the model.
             data = data.cast_column("image", datasets.Image(decode=False))
         for row in data:
             yield row, _image_bytes(row.get("image"))
-
-    def __iter__(self) -> Iterator[CatalogItem]:
-        rows = self._rows()
-        if self.limit is not None:
-            rows = itertools.islice(rows, self.limit)
-        for position, (row, data) in enumerate(rows):
-            raw_id = _clean(row.get("id"))
-            if not raw_id.isdigit():
-                self.skipped.add("row without a numeric id", raw_id or f"#{position}")
-                continue
-            yield CatalogItem(position, int(raw_id), _attributes(row), data)

@@ -7,11 +7,13 @@ import hashlib
 
 import numpy as np
 
+from .rowfile import RowFile
 from .serve.index import top_k
 
 # The layout is fitted on at most this many items (chosen by a hash of the id) and every other item is
 # placed into it: cost bounded whatever the catalog's size.
 MAX_MAP_FIT = 5_000
+PLACE_CHUNK = 20_000  # items placed into the layout at a time: bounded memory at any catalog size
 KEPT_K, KEPT_OF = 10, 50  # neighbours_kept@10: the map's 10 nearest among the search space's 50
 
 
@@ -32,28 +34,31 @@ def map_method(count: int) -> str:
     return "tsne" if count >= MIN_TSNE_ITEMS else "pca"
 
 
-def fit_map(vectors: np.ndarray, ids: np.ndarray, method: str | None = None, seed: int = 0) -> np.ndarray:
-    """(n, 2) float32 positions of the unit `vectors`: "tsne" (openTSNE, cosine, fitted on the sample and
-    every other item placed into it; docs/experiments.md#embedding-map) or "pca" (the top two principal
-    directions); default `map_method(n)`."""
-    vectors = np.asarray(vectors, np.float32)
+def fit_map(vectors: np.ndarray | RowFile, ids: np.ndarray, method: str | None = None, seed: int = 0) -> np.ndarray:
+    """(n, 2) float32 positions of the unit `vectors` (an array or a RowFile): "tsne" (openTSNE, cosine,
+    fitted on the sample and every other item placed into it a chunk at a time;
+    docs/experiments.md#embedding-map) or "pca" (the top two principal directions, for the small
+    catalogs t-SNE cannot lay out); default `map_method(n)`."""
     method = method or map_method(len(vectors))
     if len(vectors) < 3:
         return np.zeros((len(vectors), 2), np.float32)
     if method == "pca":
-        centred = vectors - vectors.mean(0)
+        small = np.asarray(vectors[:], np.float32)
+        centred = small - small.mean(0)
         sample = centred[map_sample(ids)]
         _, _, vt = np.linalg.svd(sample, full_matrices=False)
         return (centred @ vt[:2].T).astype(np.float32)
     from openTSNE import TSNE
 
     rows = map_sample(ids)
-    embedding = TSNE(n_components=2, perplexity=30, metric="cosine", n_jobs=2, random_state=seed).fit(vectors[rows])
+    tsne = TSNE(n_components=2, perplexity=30, metric="cosine", n_jobs=2, random_state=seed)
+    embedding = tsne.fit(np.asarray(vectors[rows], np.float32))
     positions = np.zeros((len(vectors), 2), np.float32)
     positions[rows] = np.asarray(embedding, np.float32)
     rest = np.setdiff1d(np.arange(len(vectors)), rows)
-    if len(rest):
-        positions[rest] = np.asarray(embedding.transform(vectors[rest]), np.float32)
+    for start in range(0, len(rest), PLACE_CHUNK):
+        part = rest[start : start + PLACE_CHUNK]
+        positions[part] = np.asarray(embedding.transform(np.asarray(vectors[part], np.float32)), np.float32)
     return positions
 
 

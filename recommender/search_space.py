@@ -15,7 +15,7 @@ Every setting's measurement is in docs/experiments.md#search-space."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import torch
 from .embedder import bf16_supported
 from .foreground import COLOUR_BINS
 from .heads import Heads, training_device
+from .rowfile import RowFile, row_chunks
 from .split import heldout_mask, training_sample
 
 TASKS = ("articleType", "gender", "baseColour", "subCategory", "usage")
@@ -100,16 +101,21 @@ class SearchSpace:
             return cls(arrays["basis"], arrays["weight"], arrays["bias"], info)
 
 
-def principal_directions(features: np.ndarray, dims: int) -> np.ndarray:
-    """(dims, d) top eigenvectors of the uncentred second moment: keeping the mean direction measured
-    better than centring."""
-    x = torch.from_numpy(np.asarray(features, np.float64))
-    values, vectors = torch.linalg.eigh(x.T @ x / max(len(x), 1))  # torch's eigh: 2x numpy's speed here
+def principal_directions(features: Iterable[np.ndarray], dims: int) -> np.ndarray:
+    """(dims, d) top eigenvectors of the uncentred second moment of the rows of `features` (chunks of
+    rows, so a catalog never sits in memory at once): keeping the mean direction measured better than
+    centring."""
+    moment, count = None, 0
+    for chunk in features:
+        x = torch.from_numpy(np.asarray(chunk, np.float64))
+        moment = x.T @ x if moment is None else moment + x.T @ x
+        count += len(x)
+    values, vectors = torch.linalg.eigh(moment / max(count, 1))  # torch's eigh: 2x numpy's speed here
     return vectors[:, torch.argsort(values, descending=True)[:dims]].T.numpy().astype(np.float32)
 
 
 def fit_search_space(
-    descriptors: np.ndarray,
+    descriptors: np.ndarray | RowFile,
     ids: np.ndarray,
     columns: dict[str, np.ndarray],
     views: np.ndarray | None = None,
@@ -124,15 +130,15 @@ def fit_search_space(
     s = settings
     fit = ~heldout_mask(ids)
     d = min(s.feature_dims or descriptors.shape[1], descriptors.shape[1] - COLOUR_BINS)
-    features = _unit(np.asarray(descriptors[:, :d], np.float32))
-    basis = principal_directions(features[fit], min(s.raw_dims, d, max(int(fit.sum()), 1)))
+    fit_features = (_unit(chunk[fit[start : start + len(chunk)], :d]) for start, chunk in row_chunks(descriptors))
+    basis = principal_directions(fit_features, min(s.raw_dims, d, max(int(fit.sum()), 1)))
     row_of = {int(i): r for r, i in enumerate(ids)}
     view_rows = np.array([row_of[int(i)] for i in (view_ids if views is not None else [])], np.int64)
     viewed = np.zeros_like(fit)
     viewed[view_rows] = True
     rows = np.flatnonzero(training_sample(ids, fit, keep=viewed))  # the instance loss needs each view's photo
     n_fit = len(rows)
-    train_x = features[rows]
+    train_x = _unit(np.asarray(descriptors[rows], np.float32)[:, :d])  # the bounded sample: one copy
     if len(view_rows):
         keep = fit[view_rows]  # views are only made of fit items; this guards a mixed-up merge
         train_x = np.concatenate([train_x, _unit(np.asarray(views[keep, :d], np.float32))])

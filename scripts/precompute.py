@@ -3,8 +3,10 @@ each product's text through the text model.
 
 python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--text-model DIR]
                              [--precision auto|fp32|bf16|int8] [--batch-size N] [--workers N]
-                             [--num-shards N --shard-index I]
-python scripts/precompute.py --merge SLICE_DIR [SLICE_DIR ...] --out DIR
+                             [--engine local|ray [--ray-address ADDR] [--ray-actors N]]
+
+--engine ray decodes and embeds on a Ray cluster (pip install -r requirements-scale.txt): ADDR of a
+running one (`ray start --head` prints it; "auto" inside a `ray job submit`), or none for a local Ray.
 """
 
 from __future__ import annotations
@@ -49,26 +51,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, help="decode processes; default 1 on a CPU, one per core but one on a GPU"
     )
-    parser.add_argument("--num-shards", type=int, default=1, help="split the stream into N slices (one per machine)")
-    parser.add_argument("--shard-index", type=int, default=0, help="which slice this run embeds")
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="rows per resumable shard")
-    parser.add_argument("--merge", nargs="+", type=Path, metavar="SLICE_DIR", help="join finished slices into --out")
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="embed on this machine or on a Ray cluster"
+    )
+    parser.add_argument("--ray-address", help="a running Ray cluster's address (default: start a local Ray)")
+    parser.add_argument(
+        "--ray-actors", type=int, help="Embedder actors on the cluster (default: one per GPU, else 3/4 of the CPUs)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     configure_runtime(build=True)  # before torch loads (the imports below)
 
     def run() -> dict:
-        from recommender.build import merge_slices, precompute
+        from recommender.build import precompute
 
-        if args.merge:
-            return merge_slices(args.merge, args.out)
-        for name in ("limit", "batch_size", "workers"):
+        for name in ("limit", "batch_size", "workers", "ray_actors", "shard_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
         source = CatalogSource(args.source, args.limit)
         from recommender.embedder import Embedder
         from recommender.text_model import TextEncoder
 
+        engine = None
+        if args.engine == "ray":
+            from recommender.build.ray_engine import RayEngine
+
+            engine = RayEngine(args.weights, args.ray_address, args.ray_actors)
         embedder = Embedder(args.weights, precision=args.precision)
         text_encoder = TextEncoder(args.text_model, device=embedder.device)  # a GPU build encodes texts there
         print(
@@ -82,31 +91,27 @@ def main(argv: list[str] | None = None) -> int:
             embedder,
             text_encoder,
             args.batch_size,
-            args.num_shards,
-            args.shard_index,
             shard_size=args.shard_size,
             progress=not args.quiet,
             workers=args.workers,
+            engine=engine,
         )
 
     result = run_cli(run)
     if result is None:
         return 2
-    if "slice" in result:
-        print(f"Slice written to {result['slice']}; merge all slices with --merge.")
-    else:
-        print(
-            json.dumps(
-                {
-                    "out": str(args.out),
-                    "count": result["count"],
-                    "skipped": result["skipped"]["counts"],
-                    "heads_heldout_accuracy": {h: v["heldout_accuracy"] for h, v in result["heads"].items()},
-                    "throughput_img_s": result["build"].get("throughput_img_s"),
-                },
-                indent=1,
-            )
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "count": result["count"],
+                "skipped": result["skipped"]["counts"],
+                "heads_heldout_accuracy": {h: v["heldout_accuracy"] for h, v in result["heads"].items()},
+                "throughput_img_s": result["build"].get("throughput_img_s"),
+            },
+            indent=1,
         )
+    )
     return 0
 
 

@@ -29,7 +29,8 @@ def test_folder_source_skips_and_counts_missing_images_and_orphans(tmp_path):
     items = list(source)
     assert [i.id for i in items] == [int(r[0]) for r in rows[1:]]
     assert items[2].data is None and items[0].data[:2] == b"\xff\xd8"
-    assert source.skipped.reasons == {"image without a styles.csv row": ["99999999"]}
+    assert source.unlisted_images() == ["99999999"]
+    assert CatalogSource(str(folder), limit=5).unlisted_images() == []  # a limited stream cannot tell
 
 
 def test_folder_source_reads_product_names_with_unquoted_commas(tmp_path):

@@ -1,5 +1,5 @@
 """Precompute builds a complete, verifiable artifacts directory; interrupted runs resume to the same
-result; the final name never shows a half-written index; slices merge into the single-run index."""
+result, on this machine or on Ray; the final name never shows a half-written index."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import timm
 import torch
 
 from recommender import artifacts
-from recommender.build import merge_slices, precompute
+from recommender.build import precompute
 from recommender.catalog import CatalogSource
 from recommender.embedder import INPUT_SIZE, Embedder
 from recommender.foreground import colour_histogram, trim_background
@@ -141,22 +141,41 @@ def test_partial_run_with_other_settings_is_discarded_not_mixed(
     assert manifest["count"] == 48
 
 
-def test_slices_merge_into_the_same_index_as_one_run(text_encoder, catalog_dir, tmp_path, embedder):
-    single = build(catalog_dir, tmp_path / "single", embedder, text_encoder, batch_size=8)
-    slices = []
-    for index in range(3):
-        slices.append(tmp_path / f"slice{index}")
-        build(catalog_dir, slices[-1], embedder, text_encoder, batch_size=8, num_shards=3, shard_index=index)
-    merged = merge_slices(slices, tmp_path / "merged")
-    assert merged["count"] == single["count"]
-    assert (tmp_path / "merged" / "metadata.json").read_text() == (tmp_path / "single" / "metadata.json").read_text()
-    np.testing.assert_allclose(
-        np.load(tmp_path / "merged" / "text_vectors.npy"), np.load(tmp_path / "single" / "text_vectors.npy"), atol=1e-5
+def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
+    text_encoder, catalog_dir, tmp_path, embedder, random_weights, monkeypatch
+):
+    """A build killed on this machine, finished on a local Ray: the same ids, metadata, thumbnails and
+    descriptors as one uninterrupted run here (Ray's actors load the same weights and calibration)."""
+    from recommender.build.ray_engine import RayEngine
+
+    reference = build(catalog_dir, tmp_path / "ref", embedder, text_encoder, batch_size=8, shard_size=16)
+    out = tmp_path / "idx"
+    monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
+    with pytest.raises(Interrupt):
+        build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
+    monkeypatch.undo()
+    on_ray = build(
+        catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16, engine=RayEngine(str(random_weights))
     )
+    assert on_ray["build"]["engine"]["name"] == "ray" and on_ray["build"]["synthetic_views"] > 0
+    assert on_ray["count"] == reference["count"]
+    assert artifacts.read_manifest(out)["thumbnails"] == artifacts.read_manifest(tmp_path / "ref")["thumbnails"]
+    assert (out / "metadata.json").read_text() == (tmp_path / "ref" / "metadata.json").read_text()
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=2e-2)
     np.testing.assert_allclose(
-        np.load(tmp_path / "merged" / "features.npy"), np.load(tmp_path / "single" / "features.npy"), atol=2e-2
+        np.load(out / "text_vectors.npy"), np.load(tmp_path / "ref" / "text_vectors.npy"), atol=1e-5
     )
-    artifacts.read_manifest(tmp_path / "merged")
+
+
+def test_ray_engine_reports_a_missing_ray_in_one_sentence(monkeypatch):
+    import sys
+
+    from recommender.build.ray_engine import _ray
+    from recommender.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without requirements-scale.txt sees
+    with pytest.raises(UserError, match="requirements-scale.txt"):
+        _ray()
 
 
 def test_precompute_cli_reports_bad_source_in_one_line(tmp_path):

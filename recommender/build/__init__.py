@@ -1,7 +1,8 @@
 """The build path, one stage a module: catalog source -> `decode` (processes) -> batched Embedder ->
-`shards` (resumable) -> `fitting` (heads, search space, HNSW, manifest) -> publish; `runner` glues them."""
+`shards` (resumable) -> `fitting` (heads, search space, HNSW, manifest) -> publish; `runner` glues them,
+and `ray_engine` runs the decoding and the Embedder on a Ray cluster instead."""
 
-__all__ = ["precompute", "merge_slices", "embed_catalog"]
+__all__ = ["precompute", "embed_catalog"]
 
 
 def __getattr__(name: str):

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..augment import gets_view, shopper_view
-from ..catalog import CatalogItem
+from ..catalog import CatalogItem, SkippedRow
 from ..embedder import Embedder, Preprocessor
 from ..errors import ImageError
 from ..images import load_image
@@ -33,16 +33,20 @@ Input = tuple[np.ndarray, np.ndarray]  # what a Preprocessor returns: uint8 pixe
 
 @dataclass
 class Prepared:
-    item: CatalogItem
+    item: CatalogItem | SkippedRow
     input: Input | None
     view: Input | None  # a synthetic shopper photo of the item, for training the search space
     thumbnail: bytes | None
     image_sha: str
     error: str | None
+    vector: np.ndarray | None = None  # the descriptors, once embedded (`embed_prepared`) ...
+    view_vector: np.ndarray | None = None  # ... of the photo and of its view
 
 
-def prepare_item(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
+def prepare_item(item: CatalogItem | SkippedRow, preprocess: Preprocessor) -> Prepared:
     """Decode, preprocess and make the thumbnail of one item."""
+    if isinstance(item, SkippedRow):
+        return Prepared(item, None, None, None, "", item.reason)
     if item.data is None:
         return Prepared(item, None, None, None, "", "row without an image")
     try:
@@ -59,6 +63,22 @@ def prepare_item(item: CatalogItem, preprocess: Preprocessor) -> Prepared:
         thumbnail = buffer.getvalue()
     view = preprocess(shopper_view(image, seed=int(item.id))) if gets_view(item.id, item.position) else None
     return Prepared(item, preprocess(image), view, thumbnail, hashlib.sha256(item.data).hexdigest(), None)
+
+
+def embed_prepared(embedder: Embedder, batch: list[Prepared]) -> list[Prepared]:
+    """Descriptors of a batch's photos and views, kept on each item in place of its pixels."""
+    good = [p for p in batch if p.input is not None]
+    viewed = [p for p in good if p.view is not None]
+    if good:
+        # Catalog photos and synthetic views share one forward pass: fuller batches, one code path.
+        vectors = embedder.descriptors([p.input for p in good] + [p.view for p in viewed])
+        for prepared, vector in zip(good, vectors):
+            prepared.vector = vector
+        for prepared, vector in zip(viewed, vectors[len(good) :]):
+            prepared.view_vector = vector
+    for prepared in batch:
+        prepared.input = prepared.view = None
+    return batch
 
 
 _WORKER: dict = {}  # in a decode process: its Preprocessor
@@ -84,7 +104,7 @@ def _start_worker(parent: int, preprocess: Preprocessor) -> None:
     _WORKER.update(preprocess=preprocess)
 
 
-def _prepare_chunk(items: list[CatalogItem]) -> list[Prepared]:
+def _prepare_chunk(items: list[CatalogItem | SkippedRow]) -> list[Prepared]:
     """In a decode process: prepare items (their model inputs are uint8 numpy arrays: cheap to send)."""
     return [prepare_item(item, _WORKER["preprocess"]) for item in items]
 
@@ -111,7 +131,7 @@ def decode_pool(embedder: Embedder, workers: int) -> ProcessPoolExecutor:
 
 
 def prepared_batches(
-    items: Iterable[CatalogItem], batch_size: int, pool: ProcessPoolExecutor, workers: int
+    items: Iterable[CatalogItem | SkippedRow], batch_size: int, pool: ProcessPoolExecutor, workers: int
 ) -> Iterator[list[Prepared]]:
     """Batches in stream order, prepared by the pool while the model works on earlier ones; enough
     chunks in flight to keep every decode process busy."""

@@ -14,15 +14,16 @@ from ..embedding_map import MAX_MAP_FIT, fit_map, map_method
 from ..errors import UserError
 from ..heads import train_heads
 from ..metadata import Metadata
+from ..rowfile import RowFile, RowWriter, row_chunks
 from ..search_space import fit_search_space
 from ..serve.index import build_hnsw
 from ..vocabulary import ATTRIBUTE_COLUMNS
-from .shards import read_shards
+from .shards import gather_shards
 
 
 def train_and_index(
     folder: Path,
-    shard_folders: list[Path],
+    shard_folder: Path,
     embedder_info: dict,
     text_model_info: dict,
     source_info: dict,
@@ -33,26 +34,31 @@ def train_and_index(
     """Train the heads and the search space on the fit part, project every row, build the index and
     write them with the metadata and manifest into `folder` (whose thumbnails are already in place).
     Training runs on `device` (default: CUDA when there is one). Returns the manifest."""
-    shards = read_shards(shard_folders)
-    vectors, rows = shards.vectors, shards.rows
+    # Memory stays flat in the catalog's size: descriptors and vectors live in row files on disk, the
+    # fitting reads its bounded samples, projection and insertion go a chunk at a time.
+    shards = gather_shards(shard_folder, folder / artifacts.FEATURES, folder / artifacts.TEXT_VECTORS)
+    rows = shards.rows
     if not rows:
         raise UserError("No catalog item could be embedded (every row was skipped); check the source's images.")
+    descriptors = RowFile(folder / artifacts.FEATURES)
     ids = np.array([r["id"] for r in rows])
     metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
-    np.save(folder / artifacts.FEATURES, vectors.astype(np.float32))
-    np.save(folder / artifacts.TEXT_VECTORS, shards.texts.astype(np.float32))
     t0 = time.perf_counter()
     heads = train_heads(
-        vectors, ids, metadata.columns, device=device
+        descriptors, ids, metadata.columns, device=device
     )  # first: the search space includes their predictions
     heads_s = time.perf_counter() - t0
     heads.save(folder / artifacts.HEADS)
     t0 = time.perf_counter()
-    space = fit_search_space(vectors, ids, metadata.columns, shards.views, shards.view_ids, heads, device=device)
-    search_vectors = space.project(vectors, heads)
+    space = fit_search_space(descriptors, ids, metadata.columns, shards.views, shards.view_ids, heads, device=device)
+    writer = None
+    for start, chunk in row_chunks(descriptors):
+        projected = space.project(chunk, heads)
+        writer = writer or RowWriter(folder / artifacts.EMBEDDINGS, (len(descriptors), projected.shape[1]))
+        writer.write(slice(start, start + len(chunk)), projected)
+    search_vectors = RowFile(folder / artifacts.EMBEDDINGS)
     space_s = time.perf_counter() - t0
     space.save(folder / artifacts.PROJECTION)
-    np.save(folder / artifacts.EMBEDDINGS, search_vectors)
     t0 = time.perf_counter()
     np.save(folder / artifacts.MAP, fit_map(search_vectors, ids))
     map_info = {
@@ -63,6 +69,7 @@ def train_and_index(
     t0 = time.perf_counter()
     hnsw = build_hnsw(search_vectors)
     hnsw.save_index(str(folder / artifacts.INDEX))
+    del hnsw
     index_s = time.perf_counter() - t0
     metadata.save(folder / artifacts.METADATA)
     for reason, item_id in shards.skipped:
@@ -79,7 +86,7 @@ def train_and_index(
         round(space_s, 1),
         map_info,
         count=len(rows),
-        feature_dim=int(vectors.shape[1]),
+        feature_dim=int(descriptors.shape[1]),
         dim=int(search_vectors.shape[1]),
         skipped=skipped_source,
     )

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import artifacts
+from ..rowfile import RowFile, RowWriter
 from ..words import catalog_text
 
 if TYPE_CHECKING:
@@ -77,14 +77,13 @@ class ShardWriter:
 
 
 @dataclass
-class Shards:
-    """Everything the shard files of a run hold, rows in stream order."""
+class Gathered:
+    """What the shard files of a run hold besides the descriptors and text vectors (which `gather_shards`
+    writes to row files), rows in stream order."""
 
-    vectors: np.ndarray
-    texts: np.ndarray  # the rows' text vectors (catalog_text through the text model)
     rows: list[dict]
     skipped: list[list]
-    views: np.ndarray  # descriptors of synthetic shopper photos ...
+    views: np.ndarray  # descriptors of synthetic shopper photos (bounded by augment.AUGMENT_WINDOW) ...
     view_ids: np.ndarray  # ... of these catalog items
 
 
@@ -97,30 +96,42 @@ def complete_shards(folder: Path) -> int:
     return resume_from
 
 
-def read_shards(folders: Iterable[Path]) -> Shards:
-    """All committed rows (and synthetic views) of the given shard folders."""
-    vectors, texts, rows, skipped, views, view_ids = [], [], [], [], [], []
-    for folder in folders:
-        for path in sorted(folder.glob("shard-*.npz")):
-            with np.load(path) as data:
-                meta = json.loads(data["meta"].tobytes().decode())
-                if meta["rows"]:
-                    vectors.append(data["vectors"])
-                    texts.append(data["texts"])
-                if meta["view_ids"]:
-                    views.append(data["views"])
-                rows += meta["rows"]
-                skipped += meta["skipped"]
-                view_ids += meta["view_ids"]
+def _meta(path: Path) -> dict:
+    with np.load(path) as data:
+        return json.loads(data["meta"].tobytes().decode())
+
+
+def gather_shards(folder: Path, descriptors: Path, texts: Path) -> Gathered:
+    """Write every committed row's descriptor and text vector to the row files `descriptors` and `texts`
+    in stream order, one shard in memory at a time, and return the rest of what the shards hold."""
+    paths = sorted(folder.glob("shard-*.npz"))
+    metas = [_meta(path) for path in paths]
+    rows = [row for meta in metas for row in meta["rows"]]
     order = np.argsort([r["position"] for r in rows], kind="stable")
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
-    text_matrix = np.concatenate(texts) if texts else np.zeros((0, 0), np.float32)
-    return Shards(
-        matrix[order] if len(rows) else matrix,
-        text_matrix[order] if len(rows) else text_matrix,
+    destination = np.empty(len(rows), np.int64)
+    destination[order] = np.arange(len(rows))
+    vector_file = text_file = None
+    views, view_ids, skipped, start = [], [], [], 0
+    for path, meta in zip(paths, metas):
+        with np.load(path) as data:
+            if meta["rows"]:
+                vectors, text_vectors = data["vectors"], data["texts"]
+                if vector_file is None:
+                    vector_file = RowWriter(descriptors, (len(rows), vectors.shape[1]))
+                    text_file = RowWriter(texts, (len(rows), text_vectors.shape[1]))
+                where = destination[start : start + len(vectors)]
+                vector_file.write(where, vectors)
+                text_file.write(where, text_vectors)
+                start += len(vectors)
+            if meta["view_ids"]:
+                views.append(data["views"])
+        skipped += meta["skipped"]
+        view_ids += meta["view_ids"]
+    width = RowFile(descriptors).shape[1] if rows else 0
+    return Gathered(
         [rows[i] for i in order],
         skipped,
-        np.concatenate(views) if views else np.zeros((0, matrix.shape[1]), np.float32),
+        np.concatenate(views) if views else np.zeros((0, width), np.float32),
         np.asarray(view_ids, np.int64),
     )
 

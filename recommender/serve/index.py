@@ -9,6 +9,8 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from ..rowfile import RowFile, row_chunks
+
 # M=32, ef_construction=200, ef=64: recall@10 against exact search >= 0.999 on fashion-dev; higher ef
 # leads to better accuracy, but slower search.
 HNSW_M = 32
@@ -20,15 +22,15 @@ EXACT_SHARE = 0.2
 
 
 def build_hnsw(
-    embeddings: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, threads: int = 1
+    embeddings: np.ndarray | RowFile, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, threads: int = 1
 ) -> hnswlib.Index:
-    """The HNSW graph over `embeddings` (label i = row i). One insertion thread by default: parallel
-    insertion orders depend on thread timing, so the same catalog would give a different graph (and
-    slightly different approximate results) on every build."""
+    """The HNSW graph over `embeddings` (an array or a RowFile; label i = row i), inserted a chunk at a
+    time. One insertion thread by default: parallel insertion orders depend on thread timing, so the
+    same catalog would give a different graph (and slightly different approximate results) on every build."""
     index = hnswlib.Index(space="ip", dim=embeddings.shape[1])
     index.init_index(max_elements=max(1, len(embeddings)), M=m, ef_construction=ef_construction, random_seed=100)
-    if len(embeddings):
-        index.add_items(embeddings, np.arange(len(embeddings)), num_threads=threads)
+    for start, chunk in row_chunks(embeddings):
+        index.add_items(chunk, np.arange(start, start + len(chunk)), num_threads=threads)
     return index
 
 

@@ -1,0 +1,141 @@
+"""Ray Data as the build's distributed engine: the catalog is read and decoded by Ray tasks, a shard's
+stretch of rows each, and embedded by a pool of Embedder actors (one per GPU where the cluster has
+GPUs); the rows come back to the driver in stream order, where the shards, the fitting and the atomic
+publish run exactly as on one machine. Ray Data retries failed tasks and restarts dead actors (its
+defaults); a killed driver reruns and resumes after the shards already written.
+
+Ray is optional (requirements-scale.txt): nothing else imports this module."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..catalog import CatalogSource
+from ..embedder import Embedder
+from ..errors import UserError
+from .decode import Prepared, embed_prepared, prepare_item
+
+DECODE_ROWS = 64  # decoded items a block carries (~10 MB of pixels): small enough to stream
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--engine ray needs Ray: pip install -r requirements-scale.txt (or use the default engine)."
+        ) from None
+    return ray
+
+
+def _pack(items: list[Prepared]) -> dict:
+    """A block of Prepared items as Ray Data carries them: one pickled item a row."""
+    return {"prepared": np.array([pickle.dumps(p, protocol=5) for p in items], dtype=object)}
+
+
+def _unpack(batch: dict) -> list[Prepared]:
+    return [pickle.loads(row) for row in batch["prepared"]]
+
+
+def _decode_stretches(batch: dict, source: str, limit: int | None, preprocess) -> Iterator[dict]:
+    """A Ray task: read and decode stretches [start, stop) of the stream, in blocks of DECODE_ROWS."""
+    catalog = CatalogSource(source, limit)
+    for start, stop in zip(batch["start"], batch["stop"]):
+        block = []
+        for row in catalog.rows(int(start), int(stop)):
+            block.append(prepare_item(row, preprocess))
+            if len(block) == DECODE_ROWS:
+                yield _pack(block)
+                block = []
+        if block:
+            yield _pack(block)
+
+
+class _EmbedActor:
+    """A Ray actor holding one Embedder, computing descriptors the way the driver's model does."""
+
+    def __init__(self, weights: str | None, built: dict, device: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.embedder = Embedder(weights, device=device)
+        if self.embedder.weights_sha256 != built["weights_sha256"]:
+            raise UserError(
+                f"The weights a Ray worker loaded ({weights}) are not the build's; give every node the same file."
+            )
+        self.embedder.detail_side = built["preprocessing"].get("detail_side")
+        self.embedder.follow(built, "the build")
+
+    def __call__(self, batch: dict) -> dict:
+        return _pack(embed_prepared(self.embedder, _unpack(batch)))
+
+
+@dataclass
+class RayEngine:
+    """Where and how wide: `address` of a running cluster (None: start a local Ray on this machine),
+    `actors` embedding in parallel (default: one per GPU, else three quarters of the CPUs), `weights`
+    as every node finds them (a path present on each, or None for the Hub)."""
+
+    weights: str | None = None
+    address: str | None = None
+    actors: int | None = None
+
+    def describe(self) -> dict:
+        return {"name": "ray", "address": self.address or "local", "actors": self.actors}
+
+    def batches(
+        self, source: CatalogSource, start: int, shard_size: int, embedder: Embedder, batch_size: int
+    ) -> Iterator[list[Prepared]]:
+        """The rows from `start` on, embedded on the cluster, in stream order (a generator: closing it
+        stops the pipeline, and the Ray this started)."""
+        ray = _ray()
+        total = source.count()
+        stretches = [{"start": a, "stop": min(a + shard_size, total)} for a in range(start, total, shard_size)]
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise UserError(
+                    f"Could not reach the Ray cluster at {self.address} ({exc}); check --ray-address."
+                ) from None
+        try:
+            if not stretches:
+                return
+            resources = ray.cluster_resources()
+            gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+            actors = self.actors or gpus or max(1, cpus - max(1, cpus // 4))
+            self.actors = actors
+            context = ray.data.DataContext.get_current()
+            context.execution_options.preserve_order = True  # the shards are written in stream order
+            context.enable_progress_bars = False  # the build's own bar counts rows
+            data = ray.data.from_items(stretches, override_num_blocks=len(stretches))
+            data = data.map_batches(
+                _decode_stretches,
+                batch_size=1,
+                fn_kwargs={"source": source.source, "limit": source.limit, "preprocess": embedder.preprocessor},
+                num_cpus=1,
+            )
+            data = data.map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={
+                    "weights": self.weights,
+                    "built": embedder.describe(),
+                    "device": "cuda" if gpus else "cpu",
+                    "threads": 1,
+                },
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=1,
+                num_gpus=1 if gpus else 0,
+            )
+            for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+                yield _unpack(batch)
+        finally:
+            if started_here:
+                ray.shutdown()
