@@ -14,6 +14,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from .batching import QueryBatcher, max_batch_from_env
 from .errors import ArtifactsError, UserError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import ImageInput, load_image, pad_to_aspect
@@ -194,6 +195,7 @@ class Embedder:
         # One forward pass at a time: two requests sharing 2 cores only slow each other down and double
         # peak memory (a dedicated model thread was slower: two OpenMP teams spin against each other).
         self._lock = threading.Lock()
+        self._queries = QueryBatcher(self.descriptors, max_batch_from_env())
 
     @property
     def detail_side(self) -> int | None:
@@ -340,6 +342,13 @@ class Embedder:
             warnings.simplefilter("ignore")
             return convert_fx(prepared).eval()
 
+    def warm_up(self) -> None:
+        """Make the backbone now rather than at the first query. Serving must: FX's int8 conversion traces
+        the model by patching torch.nn.Module.__call__ process-wide, which breaks any module another
+        thread calls meanwhile (a query's resize, the text model) with a NameError."""
+        height, width = self.preprocessing["input_size"]
+        self.feature_maps(np.zeros((1, height, width, 3), np.uint8))
+
     def feature_maps(self, pixels: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, H, W, 3) uint8 pixels (`model_input`) -> the backbone's last and third-stage feature maps
         ((n, 2048, 7, 6) and (n, 1024, 14, 11) at 224x168), float32. The pixels are normalised on the
@@ -385,4 +394,6 @@ class Embedder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def embed_one(self, image: ImageInput) -> np.ndarray:
-        return self.embed([image])[0]
+        """One query's descriptor. Decoding and preprocessing run in the caller's thread; concurrent
+        callers share the model's forward passes (batching.QueryBatcher)."""
+        return self._queries(self.preprocess(load_image(image)))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .embedder import bf16_supported
+from .rowfile import CHUNK_ROWS
 from .split import heldout_mask, training_sample
 from .vocabulary import HEAD_COLUMNS
 
@@ -254,7 +255,9 @@ def train_heads(
             for column, (classes, _) in targets.items()
         },
     )
-    predicted = heads.scores(descriptors[heldout])
+    scored = np.flatnonzero(heldout)  # a chunk at a time: the held-out part grows with the catalog
+    parts = [heads.scores(descriptors[scored[i : i + CHUNK_ROWS]]) for i in range(0, len(scored), CHUNK_ROWS)]
+    predicted = {c: np.concatenate([part[c] for part in parts]) if parts else np.zeros((0, 1)) for c in targets}
     for column, (_, labels) in targets.items():
         train, test = fit & (labels >= 0), labels[heldout] >= 0
         hits = np.argmax(predicted[column][test], 1) == labels[heldout][test]

@@ -2,11 +2,15 @@
 
     python scripts/benchmark.py --index DIR --data ../shared/data/fashion-dev --out bench.json [--weights PATH]
                                 [--text-model DIR] [--path-rows 2000] [--paths-only]
+                                [--scale 1000000] [--fit-sizes 44072,200000] [--scale-only]
 
 Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same
 images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
 and app peak RSS for the real catalog and for a synthetic full-size (44k) catalog in the index's dimension;
-the time to fit heads and search space at 44k, and from all of it the whole 44k precompute time; search
+`scale`: the build's fitting stages (heads, search space and projection, map, index) on synthetic
+catalog-like shards of each --fit-sizes size, with their peak RSS, and an HNSW index of --scale
+catalog-like vectors (build time and RSS, index size, app RSS, query p50, recall@10 against exact
+search; benchmark_scale.py); from the 44k fitting and the embed stage, the whole 44k precompute time; search
 by words (Recommender.search_text p50, the exact scan against an HNSW walk at 44k) and the text model's
 share of the 44k precompute. The model's paths (fp32 always, bf16 and int8 where this CPU runs them), each
 in one run: model-only images/s, the embed stage of a build of the first --path-rows rows, search p50, and
@@ -267,6 +271,9 @@ from recommender.serve.index import VectorIndex
 from recommender.text_model import TextEncoder
 embedder = Embedder(sys.argv[3] or None)
 embedder.follow(json.load(open(sys.argv[6]))["model"], sys.argv[6])  # the real index's path, as the app does
+from recommender.runtime import release_freed_memory
+embedder.warm_up()  # and then the rest, in Recommender.load's order
+release_freed_memory()
 from PIL import Image
 index = VectorIndex.load(sys.argv[1], sys.argv[2])
 text_encoder = TextEncoder(sys.argv[4] or None)
@@ -335,49 +342,22 @@ def index_scale(index: Path, weights: str | None, text_model: str | None) -> dic
     return out
 
 
-def fit_scale(index: Path) -> dict:
-    """Seconds to fit the heads and the search space on a full-size catalog, to index it and lay out its
-    map: the index's
-    descriptors and labels repeated (with a little noise) up to 44,072 rows under fresh ids, plus as many
-    synthetic views as precompute makes for 44k items (one fit item in three among the first 10,000)."""
-    from recommender import artifacts
-    from recommender.augment import gets_view
-    from recommender.embedding_map import fit_map
-    from recommender.heads import train_heads
-    from recommender.metadata import Metadata
-    from recommender.search_space import fit_search_space
-    from recommender.serve.index import build_hnsw
+def scale(args: argparse.Namespace) -> dict:
+    """`fit` and `fit_peak_rss_mb`: the fitting stages at each of --fit-sizes synthetic items;
+    `hnsw_1m`: the HNSW simulation at --scale vectors."""
+    from benchmark_scale import fit_scale, hnsw_simulation
 
-    metadata = Metadata.load(index / artifacts.METADATA)
-    features = np.load(index / artifacts.FEATURES)
-    rng = np.random.default_rng(0)
-    rows = np.arange(FULL_CATALOG) % len(features)
-    descriptors = (features[rows] + rng.normal(scale=0.01, size=(FULL_CATALOG, features.shape[1]))).astype(np.float32)
-    ids = np.arange(1_000_000, 1_000_000 + FULL_CATALOG)
-    columns = {c: v[rows] for c, v in metadata.columns.items()}
-    viewed = np.array([r for r, i in enumerate(ids) if gets_view(int(i), r)])
-    views = descriptors[viewed] + rng.normal(scale=0.02, size=(len(viewed), features.shape[1])).astype(np.float32)
-    t0 = time.perf_counter()
-    heads = train_heads(descriptors, ids, columns)
-    heads_s = time.perf_counter() - t0
-    space = fit_search_space(descriptors, ids, columns, views, ids[viewed], heads)
-    vectors = space.project(descriptors, heads)
-    projection_s = time.perf_counter() - t0 - heads_s
-    # The index over these catalog-like vectors: the Gaussian catalog of index_scale has no neighbourhood
-    # structure and is HNSW's worst case (54 s against ~6 s here), a bound, not an estimate.
-    t0 = time.perf_counter()
-    build_hnsw(vectors)
-    index_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit_map(vectors, ids)
-    return {
-        "items": FULL_CATALOG,
-        "views": len(viewed),
-        "heads_s": round(heads_s, 1),
-        "projection_s": round(projection_s, 1),
-        "index_build_s": round(index_s, 1),
-        "map_s": round(time.perf_counter() - t0, 1),
-    }
+    sizes = [int(n) for n in args.fit_sizes.split(",") if n]
+    fit = fit_scale(args.index, sizes)
+    out = {"fit": fit, "fit_peak_rss_mb": {name: f["peak_rss_mb"] for name, f in fit.items()}}
+    if args.scale:
+        manifest = args.index / "manifest.json"
+
+        def rss(vectors: Path, graph: Path, texts: Path) -> float:
+            return app_rss(vectors, graph, args.weights, args.text_model, texts, manifest)
+
+        out["hnsw_1m"] = hnsw_simulation(args.index, args.scale, rss)
+    return out
 
 
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
@@ -515,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--path-rows", type=int, default=2000, help="catalog rows each model path builds")
     parser.add_argument("--paths-only", action="store_true", help="only the model's paths (and the CPU)")
+    parser.add_argument(
+        "--scale", type=int, default=1_000_000, help="vectors in the HNSW simulation (0: none)", metavar="N"
+    )
+    parser.add_argument(
+        "--fit-sizes", default=f"{FULL_CATALOG},200000", help="synthetic catalog sizes the fitting stages run at"
+    )
+    parser.add_argument("--scale-only", action="store_true", help="only the scale measurements (`scale`)")
     parser.add_argument("--throughput-only", choices=("pipeline", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--path-stage", nargs=3, metavar=("STAGE", "PATH", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -535,9 +522,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    if args.paths_only:
+    if args.paths_only or args.scale_only:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(model_paths(args), indent=1))
+        args.out.write_text(json.dumps(model_paths(args) if args.paths_only else {"scale": scale(args)}, indent=1))
         print(args.out.read_text())
         return 0
     # Latency first, in a clean process state: measured after the throughput runs (three more models
@@ -549,12 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     result |= model_paths(args)
     result["index"] = index_scale(args.index, args.weights, args.text_model)
     result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
-    fit = result["fit_44k"] = fit_scale(args.index)
+    result["scale"] = scale(args)
+    fit = result["fit_44k"] = result["scale"]["fit"][f"{FULL_CATALOG // 1000}k"]
     # The whole 44k precompute: every forward pass at the measured rate of the embed stage (which
     # includes each product's text through the text model), then fitting, then the index.
     embed_s = (fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
     text_s = result["precompute"]["text_model_share"] * embed_s
-    fitting_s = fit["heads_s"] + fit["projection_s"] + fit["index_build_s"] + fit["map_s"]
+    fitting_s = fit["wall_s"]
     result["full_catalog_precompute_min"] = round((embed_s + fitting_s) / 60, 1)
     result["text_share_of_44k_precompute"] = round(text_s / (embed_s - text_s + fitting_s), 4)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -576,9 +564,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{index['real']['build_s']} / {index['synthetic_44k']['build_s']} s",
         ),
         ("app peak RSS, real / synthetic 44k", f"{index['real']['rss_mb']} / {index['synthetic_44k']['rss_mb']} MB"),
-        (
-            f"fitting heads / search space / index / map, 44k items + {fit['views']} views",
-            f"{fit['heads_s']} / {fit['projection_s']} / {fit['index_build_s']} / {fit['map_s']} s",
+        *[
+            (
+                f"fitting at {name} synthetic items + {f['views']} views: heads / search space + projection / "
+                "map / index; all; peak RSS",
+                f"{f['heads_s']} / {f['search_space_and_projection_s']} / {f['map_s']} / {f['index_build_s']} s; "
+                f"{f['wall_s']} s; {f['peak_rss_mb']} MB",
+            )
+            for name, f in s["scale"]["fit"].items()
+        ],
+        *(
+            [
+                (
+                    f"HNSW of {h['items']:,} synthetic vectors: build / index / app peak RSS / query p50 / recall@10",
+                    f"{h['build_s']} s / {h['index_mb']} MB / {h['rss_mb']} MB / {h['query_ms_p50']} ms / "
+                    f"{h['recall@10']}",
+                )
+                for h in [s["scale"]["hnsw_1m"]]
+            ]
+            if s["scale"].get("hnsw_1m")
+            else []
         ),
         (
             "whole 44k precompute (forward passes and texts at the rate above + fitting + index)",

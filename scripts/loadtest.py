@@ -1,11 +1,16 @@
 """Drive the app with concurrent gradio_client clients and check every answer.
 
     python scripts/loadtest.py --index DIR [--weights PATH] [--text-model DIR] --clients 32 --requests 2000 [--url URL]
+                               [--query-batch 1,16]
 
 Without --url it starts `app.py` on a free loopback port (and a local image server for the URL
 endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
 upload, URL, similar-item, classify and filtered browse. Exits non-zero on any error or wrong result.
-Bounded: stops after --requests or --max-seconds, whichever comes first."""
+Bounded: stops after --requests or --max-seconds, whichever comes first.
+
+--query-batch 1,16 runs the same load against a server for each largest query batch in turn (1: every
+photo through the model alone, the unbatched baseline) and reports them side by side, with the ratio of
+image queries per second (uploads, URLs and classifications: the requests that run the model)."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from gradio_client import Client, handle_file
 
 from recommender.artifacts import read_manifest
 from recommender.cli import run_main
+from recommender.errors import UserError
 from recommender.metadata import Metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +42,16 @@ SAMPLE = ROOT / "data" / "sample"
 SAMPLE_IMAGES = sorted((SAMPLE / "images").glob("*.jpg"))
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # thousands of requests: no line each
+        pass
+
+
 class ImageServer:
     """The sample's images over http://127.0.0.1 (for the URL requests), in a background thread."""
 
     def __enter__(self) -> "ImageServer":
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SAMPLE))
-        handler.log_message = lambda *args: None
+        handler = functools.partial(_QuietHandler, directory=str(SAMPLE))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
@@ -167,8 +177,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=400, help="requests before the RSS baseline")
     parser.add_argument("--max-seconds", type=float, default=1800)
     parser.add_argument("--out", type=Path, help="write the summary JSON here")
+    parser.add_argument(
+        "--query-batch", help="comma-separated largest query batches to serve with, side by side (1: unbatched)"
+    )
     args = parser.parse_args(argv)
     read_manifest(args.index, verify=False)  # one sentence if there is no index
+    if args.query_batch and args.url:
+        raise UserError("--query-batch starts its own servers; leave out --url.")
+    batches = [int(b) for b in args.query_batch.split(",") if b.strip()] if args.query_batch else [None]
+    code, summaries = 0, {}
+    for batch in batches:
+        failed, summaries[batch] = load(args, batch)
+        if not summaries[batch]:  # the app did not start: said already
+            return failed
+        code = max(code, failed)
+    if batches == [None]:
+        result = summaries[None]
+    else:
+        base = summaries[batches[0]]["image_queries_per_s"]
+        result = {
+            "by_query_batch": summaries,
+            "image_queries_per_s_ratio": {b: round(s["image_queries_per_s"] / base, 2) for b, s in summaries.items()},
+        }
+        print(json.dumps(result["image_queries_per_s_ratio"]))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return code
+
+
+def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
+    """One load run, against `args.url` or a server started here (with `query_batch` if given)."""
     metadata = Metadata.load(args.index / "metadata.json")
     with ImageServer() as image_server:
         server = None
@@ -176,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             port = free_port()
             env = dict(os.environ, RECOMMENDER_TEST_ALLOW_ADDRESSES="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
+            if query_batch is not None:
+                env["RECOMMENDER_QUERY_BATCH"] = str(query_batch)
             cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
             if args.weights:
                 cmd += ["--weights", args.weights]
@@ -184,14 +224,22 @@ def main(argv: list[str] | None = None) -> int:
             server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             url = f"http://127.0.0.1:{port}/"
         try:
-            return run(args, url, server, metadata, image_server)
+            return run(args, url, server, metadata, image_server, query_batch)
         finally:
             if server is not None:
                 server.terminate()
                 server.wait(timeout=30)
 
 
-def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, image_server: ImageServer) -> int:
+def run(
+    args,
+    url: str,
+    server: subprocess.Popen | None,
+    metadata: Metadata,
+    image_server: ImageServer,
+    query_batch: int | None,
+) -> tuple[int, dict]:
+    """(1 on any error or missing answer else 0, the summary)."""
     deadline = time.monotonic() + 180
     while True:  # wait for the app to answer
         try:
@@ -200,10 +248,10 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
         except Exception:
             if server is not None and server.poll() is not None:
                 print(f"the app exited: {server.stderr.read().decode()[-500:]}", file=sys.stderr)
-                return 2
+                return 2, {}
             if time.monotonic() > deadline:
                 print("the app did not start within 180 s", file=sys.stderr)
-                return 2
+                return 2, {}
             time.sleep(1)
     rng = random.Random(0)
     requests = make_requests(rng, metadata, image_server)
@@ -256,11 +304,14 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
     if server is not None:
         rss["end"] = rss_mb(server.pid)
     done = sum(len(v) for v in latencies.values())
+    images = sum(len(latencies[k]) for k in ("upload", "url", "classify"))
     summary = {
+        "query_batch": query_batch,
         "clients": args.clients,
         "requests": done,
         "seconds": round(wall, 1),
         "throughput_rps": round(done / wall, 2),
+        "image_queries_per_s": round(images / wall, 2),
         "errors": len(failures),
         "first_errors": failures[:10],
         "latency_ms": {
@@ -281,9 +332,7 @@ def run(args, url: str, server: subprocess.Popen | None, metadata: Metadata, ima
         half = min(series, key=lambda n: abs(n - args.requests // 2))
         summary["rss_growth_second_half_mb"] = round(rss["end"] - series[half], 1)
     print(json.dumps(summary, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(summary, indent=1))
-    return 1 if failures or done < args.requests else 0
+    return (1 if failures or done < args.requests else 0), summary
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine == "ray":
             from recommender.build.ray_engine import RayEngine
 
-            engine = RayEngine(args.weights, args.ray_address, args.ray_actors)
+            engine = RayEngine(args.weights, args.text_model, args.ray_address, args.ray_actors)
         embedder = Embedder(args.weights, precision=args.precision)
         text_encoder = TextEncoder(args.text_model, device=embedder.device)  # a GPU build encodes texts there
         print(

@@ -101,3 +101,22 @@ def test_repeat_catalog_makes_a_full_size_catalog_of_linked_copies(tmp_path):
         module.repeat_catalog(source, tmp_path / "big", 7)
     with pytest.raises(UserError, match="--count must be a whole number"):
         module.repeat_catalog(source, tmp_path / "other", 0)
+
+
+def test_a_stretch_of_the_stream_reads_only_its_rows_and_counts_without_images(tmp_path):
+    rows = sample_rows(10)
+    rows[4][0] = "not-a-number"
+    folder = make_catalog(tmp_path / "c", rows)
+    _as_dataset([r for r in rows if r[0].isdigit() or r is rows[0]]).save_to_disk(str(tmp_path / "saved"))
+    source = CatalogSource(str(folder))
+    assert source.count() == 10 and CatalogSource(str(folder), limit=4).count() == 4
+    assert CatalogSource(str(tmp_path / "saved")).count() == 9
+    stretch = list(source.rows(2, 6))
+    assert [r.position for r in stretch] == [2, 3, 4, 5]
+    assert stretch[1].reason == "row without a numeric id" and stretch[1].id == "not-a-number"
+    assert [r.position for r in CatalogSource(str(folder), limit=5).rows(3, 9)] == [3, 4]
+    saved = list(CatalogSource(str(tmp_path / "saved")).rows(7))
+    assert [(r.position, r.id) for r in saved] == [(7, int(rows[9][0])), (8, int(rows[10][0]))]
+    # the whole stream records the skipped row, as a build's manifest does
+    whole = CatalogSource(str(folder))
+    assert len(list(whole)) == 9 and whole.skipped.reasons == {"row without a numeric id": ["not-a-number"]}

@@ -47,6 +47,9 @@ def test_a_whole_build_and_search_with_int8(int8_index, real_weights, text_encod
     rec = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder)
     assert rec.manifest["model"]["precision"] == "int8" and rec.embedder.precision == "int8"
     assert rec.embedder.int8_qparams == rec.manifest["model"]["int8"]["qparams"]  # the build's calibration
+    # Made at load: FX's conversion patches torch.nn.Module.__call__ process-wide while it traces, which
+    # broke a concurrent query's resize under load.
+    assert rec.embedder._backbone is not None
     item_id = int(rec.metadata.ids[7])
     first = rec.search(load_image(SAMPLE / "images" / f"{item_id}.jpg"), 3)[0]
     assert first.id == item_id and first.score > 0.95

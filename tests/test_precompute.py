@@ -142,7 +142,7 @@ def test_partial_run_with_other_settings_is_discarded_not_mixed(
 
 
 def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
-    text_encoder, catalog_dir, tmp_path, embedder, random_weights, monkeypatch
+    text_encoder, text_model, catalog_dir, tmp_path, embedder, random_weights, monkeypatch
 ):
     """A build killed on this machine, finished on a local Ray: the same ids, metadata, thumbnails and
     descriptors as one uninterrupted run here (Ray's actors load the same weights and calibration)."""
@@ -155,7 +155,13 @@ def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
         build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     monkeypatch.undo()
     on_ray = build(
-        catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16, engine=RayEngine(str(random_weights))
+        catalog_dir,
+        out,
+        embedder,
+        text_encoder,
+        batch_size=8,
+        shard_size=16,
+        engine=RayEngine(str(random_weights), str(text_model)),
     )
     assert on_ray["build"]["engine"]["name"] == "ray" and on_ray["build"]["synthetic_views"] > 0
     assert on_ray["count"] == reference["count"]

@@ -41,6 +41,7 @@ class Prepared:
     error: str | None
     vector: np.ndarray | None = None  # the descriptors, once embedded (`embed_prepared`) ...
     view_vector: np.ndarray | None = None  # ... of the photo and of its view
+    text_vector: np.ndarray | None = None  # its catalog text through the text model, where computed early
 
 
 def prepare_item(item: CatalogItem | SkippedRow, preprocess: Preprocessor) -> Prepared:

@@ -1,8 +1,9 @@
 """Ray Data as the build's distributed engine: the catalog is read and decoded by Ray tasks, a shard's
-stretch of rows each, and embedded by a pool of Embedder actors (one per GPU where the cluster has
-GPUs); the rows come back to the driver in stream order, where the shards, the fitting and the atomic
-publish run exactly as on one machine. Ray Data retries failed tasks and restarts dead actors (its
-defaults); a killed driver reruns and resumes after the shards already written.
+stretch of rows each, and embedded by a pool of actors (one per GPU where the cluster has GPUs) that
+also put each product's text through the text model; the rows come back to the driver in stream order,
+where the shards, the fitting and the atomic publish run exactly as on one machine. Ray Data retries
+failed tasks and restarts dead actors (its defaults); a killed driver reruns and resumes after the
+shards already written.
 
 Ray is optional (requirements-scale.txt): nothing else imports this module."""
 
@@ -18,6 +19,8 @@ import numpy as np
 from ..catalog import CatalogSource
 from ..embedder import Embedder
 from ..errors import UserError
+from ..text_model import TextEncoder
+from ..words import catalog_text
 from .decode import Prepared, embed_prepared, prepare_item
 
 DECODE_ROWS = 64  # decoded items a block carries (~10 MB of pixels): small enough to stream
@@ -56,32 +59,46 @@ def _decode_stretches(batch: dict, source: str, limit: int | None, preprocess) -
             yield _pack(block)
 
 
-class _EmbedActor:
-    """A Ray actor holding one Embedder, computing descriptors the way the driver's model does."""
+def encode_texts(text_encoder: TextEncoder, batch: list[Prepared]) -> list[Prepared]:
+    """The text vectors of a batch's embedded products, on the actor (the driver has only writing left)."""
+    good = [p for p in batch if p.error is None]
+    if good:
+        for prepared, vector in zip(good, text_encoder.encode([catalog_text(p.item.attributes) for p in good])):
+            prepared.text_vector = vector
+    return batch
 
-    def __init__(self, weights: str | None, built: dict, device: str, threads: int) -> None:
+
+class _EmbedActor:
+    """A Ray actor holding an Embedder and a TextEncoder, computing descriptors and text vectors the way
+    the driver's models do."""
+
+    def __init__(self, weights: str | None, built: dict, text_model: str | None, text_sha256: str, device: str) -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1)  # one core per actor: more actors beat wider ones on a CPU
         self.embedder = Embedder(weights, device=device)
-        if self.embedder.weights_sha256 != built["weights_sha256"]:
+        self.text_encoder = TextEncoder(text_model, device=self.embedder.device)
+        if self.embedder.weights_sha256 != built["weights_sha256"] or self.text_encoder.sha256 != text_sha256:
             raise UserError(
-                f"The weights a Ray worker loaded ({weights}) are not the build's; give every node the same file."
+                f"The models a Ray worker loaded ({weights}, {text_model}) are not the build's; give every node "
+                "the same files."
             )
         self.embedder.detail_side = built["preprocessing"].get("detail_side")
         self.embedder.follow(built, "the build")
 
     def __call__(self, batch: dict) -> dict:
-        return _pack(embed_prepared(self.embedder, _unpack(batch)))
+        prepared = embed_prepared(self.embedder, _unpack(batch))
+        return _pack(encode_texts(self.text_encoder, prepared))
 
 
 @dataclass
 class RayEngine:
     """Where and how wide: `address` of a running cluster (None: start a local Ray on this machine),
-    `actors` embedding in parallel (default: one per GPU, else three quarters of the CPUs), `weights`
-    as every node finds them (a path present on each, or None for the Hub)."""
+    `actors` embedding in parallel (default: one per GPU, else three quarters of the CPUs); `weights`
+    and `text_model` as every node finds them (paths present on each, or None for the Hub)."""
 
     weights: str | None = None
+    text_model: str | None = None
     address: str | None = None
     actors: int | None = None
 
@@ -89,7 +106,13 @@ class RayEngine:
         return {"name": "ray", "address": self.address or "local", "actors": self.actors}
 
     def batches(
-        self, source: CatalogSource, start: int, shard_size: int, embedder: Embedder, batch_size: int
+        self,
+        source: CatalogSource,
+        start: int,
+        shard_size: int,
+        embedder: Embedder,
+        text_encoder: TextEncoder,
+        batch_size: int,
     ) -> Iterator[list[Prepared]]:
         """The rows from `start` on, embedded on the cluster, in stream order (a generator: closing it
         stops the pipeline, and the Ray this started)."""
@@ -126,8 +149,9 @@ class RayEngine:
                 fn_constructor_kwargs={
                     "weights": self.weights,
                     "built": embedder.describe(),
+                    "text_model": self.text_model,
+                    "text_sha256": text_encoder.sha256,
                     "device": "cuda" if gpus else "cpu",
-                    "threads": 1,
                 },
                 batch_size=batch_size,
                 compute=ray.data.ActorPoolStrategy(size=actors),

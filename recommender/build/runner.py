@@ -39,14 +39,15 @@ def default_batch_size(embedder: Embedder) -> int:
 def local_batches(
     source: CatalogSource, start: int, embedder: Embedder, batch_size: int, workers: int, timings: dict
 ) -> Iterator[list[Prepared]]:
-    """This machine's engine: `workers` forked decode processes run ahead of the model in this process."""
+    """This machine's engine: `workers` forked decode processes run ahead of the model in this process
+    (the texts are encoded a shard at a time, as the shards are committed)."""
     pool = decode_pool(embedder, workers)
     try:
         for batch in prepared_batches(source.rows(start), batch_size, pool, workers):
             t0 = time.perf_counter()
-            embedded = embed_prepared(embedder, batch)
+            embed_prepared(embedder, batch)
             timings["model_s"] += time.perf_counter() - t0
-            yield embedded
+            yield batch
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -78,7 +79,7 @@ def embed_catalog(
     if engine is None:
         batches = local_batches(source, start, embedder, batch_size, workers, timings)
     else:
-        batches = engine.batches(source, start, shard_size, embedder, batch_size)
+        batches = engine.batches(source, start, shard_size, embedder, text_encoder, batch_size)
     writer, current = None, None
     started = time.perf_counter()
     bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
@@ -89,13 +90,13 @@ def embed_catalog(
                 shard_no = prepared.item.position // shard_size
                 if shard_no != current:
                     if writer is not None:
-                        timings["text_s"] += writer.commit()
-                    writer, current = ShardWriter(shards, shard_no, text_encoder), shard_no
+                        timings["text_s"] += writer.commit(text_encoder)
+                    writer, current = ShardWriter(shards, shard_no), shard_no
                 if prepared.error:
                     writer.skipped.append([prepared.error, prepared.item.id])
                 else:
                     (thumbs / f"{prepared.item.id}.jpg").write_bytes(prepared.thumbnail)
-                    writer.add(prepared, prepared.vector)
+                    writer.add(prepared)
                     timings["images"] += 1
                     if prepared.view_vector is not None:
                         writer.add_view(prepared.item.id, prepared.view_vector)
@@ -105,7 +106,7 @@ def embed_catalog(
     finally:
         batches.close()  # stops the decode processes or the Ray pipeline, also on Ctrl-C
     if writer is not None:
-        timings["text_s"] += writer.commit()
+        timings["text_s"] += writer.commit(text_encoder)
     bar.close()
     timings["wall_s"] = time.perf_counter() - started
     timings.update(batch_size=batch_size, workers=workers)
@@ -179,7 +180,8 @@ def precompute(
         "embed_wall_s": round(timings["wall_s"], 1),
         # the rest of the wall time is reading/decoding/writing; a Ray build's model runs in its actors
         "model_s": round(timings["model_s"], 1) if engine is None else None,
-        "text_model_s": round(timings["text_s"], 1),  # catalog texts through the text model (part of the wall)
+        # catalog texts through the text model (part of the wall; a Ray build's run in its actors)
+        "text_model_s": round(timings["text_s"], 1) if engine is None else None,
         "throughput_img_s": round(timings["images"] / wall, 1),
         "synthetic_views": timings["views"],
         "forward_img_s": round((timings["images"] + timings["views"]) / wall, 1),

@@ -28,35 +28,37 @@ WORK_KEY = "work.json"
 class ShardWriter:
     """Collects one shard's rows and commits them atomically; a shard file exists only when complete."""
 
-    def __init__(self, folder: Path, number: int, text_encoder: TextEncoder | None = None) -> None:
+    def __init__(self, folder: Path, number: int) -> None:
         self.path = folder / f"shard-{number:05d}.npz"
-        self.text_encoder = text_encoder  # None only for a shard with no rows of this run's slice
         self.rows: list[dict] = []
         self.vectors: list[np.ndarray] = []
+        self.texts: list[np.ndarray] = []
         self.skipped: list[list] = []
         self.views: list[np.ndarray] = []
         self.view_ids: list[int] = []
 
-    def add(self, prepared: Prepared, vector: np.ndarray) -> None:
+    def add(self, prepared: Prepared) -> None:
+        """An embedded product: its row, descriptor and text vector (if already computed)."""
         item = prepared.item
         self.rows.append({"position": item.position, "id": item.id, "image_sha": prepared.image_sha, **item.attributes})
-        self.vectors.append(vector)
+        self.vectors.append(prepared.vector)
+        self.texts.append(prepared.text_vector)
 
     def add_view(self, item_id: int, vector: np.ndarray) -> None:
         self.view_ids.append(int(item_id))
         self.views.append(vector)
 
-    def commit(self) -> float:
-        """Write the shard (its rows' text vectors computed here, a shard's texts in one sorted pass).
-        Returns the seconds the text model took."""
-        vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+    def commit(self, text_encoder: TextEncoder | None = None) -> float:
+        """Write the shard, encoding the texts of rows that have no text vector yet (one sorted pass over
+        the shard: faster than batch by batch). Returns the seconds the text model took."""
         started = time.perf_counter()
-        texts = (
-            self.text_encoder.encode([catalog_text(r) for r in self.rows])
-            if self.rows
-            else np.zeros((0, 0), np.float32)
-        )
+        missing = [i for i, vector in enumerate(self.texts) if vector is None]
+        if missing:
+            for i, vector in zip(missing, text_encoder.encode([catalog_text(self.rows[i]) for i in missing])):
+                self.texts[i] = vector
         text_s = time.perf_counter() - started
+        vectors = np.stack(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+        texts = np.stack(self.texts) if self.texts else np.zeros((0, 0), np.float32)
         views = np.stack(self.views) if self.views else np.zeros((0, 0), np.float32)
         meta = json.dumps({"rows": self.rows, "skipped": self.skipped, "view_ids": self.view_ids}, ensure_ascii=False)
 

@@ -14,6 +14,7 @@ from ..errors import ArtifactsError, UserError, whole_number
 from ..heads import Heads
 from ..images import ImageInput
 from ..metadata import Filters, Metadata
+from ..runtime import release_freed_memory
 from ..search_space import SearchSpace
 from ..text_model import TextEncoder
 from ..words import Understood, clean_query
@@ -102,6 +103,8 @@ class Recommender:
                 f"The index at {folder} was built with other preprocessing than this version uses "
                 f"({', '.join(differ)}); rebuild the index."
             )
+        embedder.warm_up()  # before any query can run beside it, and before the index adds to the peak
+        release_freed_memory()  # the int8 conversion's scratch (~110 MB)
         text_encoder = text_encoder or TextEncoder(text_model)
         if manifest["text_model"]["sha256"] != text_encoder.sha256:
             raise ArtifactsError(
