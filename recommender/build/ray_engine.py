@@ -75,7 +75,7 @@ class _EmbedActor:
     def __init__(self, weights: str | None, built: dict, text_model: str | None, text_sha256: str, device: str) -> None:
         import torch
 
-        torch.set_num_threads(1)  # one core per actor: more actors beat wider ones on a CPU
+        torch.set_num_threads(1)  # each actor is given one CPU (num_cpus=1): its torch threads stay on it
         self.embedder = Embedder(weights, device=device)
         self.text_encoder = TextEncoder(text_model, device=self.embedder.device)
         if self.embedder.weights_sha256 != built["weights_sha256"] or self.text_encoder.sha256 != text_sha256:
