@@ -13,6 +13,7 @@ import logging
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,12 @@ def _ray():
             "--engine ray needs Ray: pip install -r requirements-scale.txt (or use the default engine)."
         ) from None
     return ray
+
+
+def _absolute(location: str | None) -> str | None:
+    """A local path as an absolute one (Ray's workers need not share the driver's working directory);
+    a Hub id or None as it is."""
+    return str(Path(location).resolve()) if location and Path(location).exists() else location
 
 
 def _pack(items: list[Prepared]) -> dict:
@@ -141,15 +148,19 @@ class RayEngine:
             data = data.map_batches(
                 _decode_stretches,
                 batch_size=1,
-                fn_kwargs={"source": source.source, "limit": source.limit, "preprocess": embedder.preprocessor},
+                fn_kwargs={
+                    "source": _absolute(source.source),
+                    "limit": source.limit,
+                    "preprocess": embedder.preprocessor,
+                },
                 num_cpus=1,
             )
             data = data.map_batches(
                 _EmbedActor,
                 fn_constructor_kwargs={
-                    "weights": self.weights,
+                    "weights": _absolute(self.weights),
                     "built": embedder.describe(),
-                    "text_model": self.text_model,
+                    "text_model": _absolute(self.text_model),
                     "text_sha256": text_encoder.sha256,
                     "device": "cuda" if gpus else "cpu",
                 },
