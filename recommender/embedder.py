@@ -132,6 +132,16 @@ class _Features(torch.nn.Module):
         return m.layer4(mid), mid
 
 
+def _release_fx_caches() -> None:
+    """FX quantization caches each model it prepares in a process-wide functools.cache, which keeps a
+    copy of the float weights alive after conversion (with the node metadata, 170 MB in an app)."""
+    from torch.ao.quantization.fx import utils as fx_utils
+
+    cached = getattr(fx_utils, "assert_and_get_unique_device", None)
+    if hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
 def _activation_observers(prepared: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The observers FX inserted on activations (weights are quantized per channel from the weights)."""
     from torch.ao.quantization.observer import ObserverBase
@@ -155,6 +165,8 @@ class Embedder:
         if precision not in PRECISIONS:
             raise UserError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
         model, self.weights_info = load_model(weights)
+        self._weights = weights  # to reload the float trunk once a backbone has released it
+        self._trunk_released = False
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.weights_sha256 = state_dict_sha256(model)
         self.labels: list[str] = self.weights_info["layout"].get("labels", [])
@@ -284,6 +296,8 @@ class Embedder:
         for name, observer in _activation_observers(prepared):
             scale, zero_point = observer.calculate_qparams()
             qparams[name] = [float(scale), int(zero_point)]
+        del prepared
+        _release_fx_caches()
         self._set_precision("int8", qparams)
 
     def _prepared_int8(self, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -295,7 +309,9 @@ class Embedder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch is pinned)
             return prepare_fx(
-                _Features(copy.deepcopy(self.model).float()).eval(), get_default_qconfig_mapping("x86"), (example,)
+                _Features(copy.deepcopy(self.float_model()).float()).eval(),
+                get_default_qconfig_mapping("x86"),
+                (example,),
             )
 
     def preprocess(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -312,13 +328,34 @@ class Embedder:
         quantization are deprecated (for torch.compile, minutes of compilation at every start, and
         torchao); torch is pinned, so their warnings are silenced here."""
         if self.precision == "int8":
-            return self._int8_backbone(example)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        backbone = _Features(copy.deepcopy(self.model).to(dtype)).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return torch.jit.freeze(torch.jit.trace(backbone, example.to(dtype)))
+            backbone = self._int8_backbone(example)
+        else:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            traced = _Features(copy.deepcopy(self.float_model()).to(dtype)).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                backbone = torch.jit.freeze(torch.jit.trace(traced, example.to(dtype)))
+        self._release_float_trunk()
+        return backbone
+
+    def float_model(self) -> torch.nn.Module:
+        """The eager float ResNet50, reloaded from the weights if a backbone released its trunk."""
+        if self._trunk_released:
+            model, _ = load_model(self._weights)
+            self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+            self._trunk_released = False
+        return self.model
+
+    def _release_float_trunk(self) -> None:
+        """The backbone holds its own weights (folded, converted), and queries use only the float model's
+        classifier: the rest goes until another backbone is needed (an app at 44k products: 187 MB less,
+        docs/benchmarks.md#memory)."""
+        classifier = self.model.get_classifier()
+        for child in self.model.children():
+            if child is not classifier:
+                child.to("meta")
+        self._trunk_released = True
 
     def _int8_backbone(self, example: torch.Tensor) -> torch.nn.Module:
         if self.int8_qparams is None:
@@ -340,7 +377,11 @@ class Embedder:
             setattr(prepared, name, fixed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return convert_fx(prepared).eval()
+            converted = convert_fx(prepared).eval()
+        for node in converted.graph.nodes:  # its observers' constructors hold the float modules
+            node.meta.clear()
+        _release_fx_caches()
+        return converted
 
     def warm_up(self) -> None:
         """Make the backbone now rather than at the first query. Serving must: FX's int8 conversion traces
@@ -377,11 +418,17 @@ class Embedder:
             logits = self.model.get_classifier()(maps.mean((2, 3)))  # the classifier was trained on averages
         return pooled.cpu().numpy(), logits.cpu().numpy()
 
-    def descriptors(self, prepared: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Preprocessed (pixels, colour) pairs -> (n, dim) descriptors [features, colour histogram]."""
+    def descriptors(self, prepared: Sequence[tuple[np.ndarray | torch.Tensor, np.ndarray]]) -> np.ndarray:
+        """Preprocessed (pixels, colour) pairs -> (n, dim) descriptors [features, colour histogram]. The
+        pixels are numpy, or tensors already on the model's device (a GPU build's decoder)."""
         if not prepared:
             return np.zeros((0, self.dim), np.float32)
-        features = self.forward(np.stack([pixels for pixels, _ in prepared]))[0]
+        pixels = [pixels for pixels, _ in prepared]
+        if all(isinstance(p, np.ndarray) for p in pixels):
+            batch = np.stack(pixels)  # one copy to the device for the whole batch
+        else:
+            batch = torch.stack([torch.as_tensor(p).to(self.device, non_blocking=True) for p in pixels])
+        features = self.forward(batch)[0]
         return np.concatenate([features, np.stack([colour for _, colour in prepared])], axis=1).astype(np.float32)
 
     def embed(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from PIL import Image
@@ -27,7 +28,8 @@ def configure_runtime(build: bool = False) -> None:
 def release_freed_memory() -> None:
     """Hand the heap's freed pages back to the OS (glibc's malloc_trim; nothing elsewhere): after a
     one-off burst of allocations, such as the int8 conversion at load, so the serving process's peak
-    does not carry them."""
+    does not carry them. Collects Python's reference cycles first (a converted model's graph is one)."""
+    gc.collect()
     try:
         import ctypes
 

@@ -3,6 +3,7 @@ each product's text through the text model.
 
 python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--text-model DIR]
                              [--precision auto|fp32|bf16|int8] [--batch-size N] [--workers N]
+                             [--decode auto|cpu|device]
                              [--engine local|ray [--ray-address ADDR] [--ray-actors N]]
 
 --engine ray decodes and embeds on a Ray cluster (pip install -r requirements-scale.txt): ADDR of a
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, help="decode processes; default 1 on a CPU, one per core but one on a GPU"
     )
+    parser.add_argument(
+        "--decode",
+        choices=("auto", "cpu", "device"),
+        default="auto",
+        help="where the catalog's JPEGs are decoded and preprocessed: CPU processes, or the model's device "
+        "(auto: the device where it is a GPU)",
+    )
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="rows per resumable shard")
     parser.add_argument(
         "--engine", choices=("local", "ray"), default="local", help="embed on this machine or on a Ray cluster"
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("limit", "batch_size", "workers", "ray_actors", "shard_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
+        if args.engine == "ray" and args.decode == "device":
+            raise UserError("--decode device is for --engine local; on Ray the photos are decoded by its tasks.")
         source = CatalogSource(args.source, args.limit)
         from recommender.embedder import Embedder
         from recommender.text_model import TextEncoder
@@ -95,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             workers=args.workers,
             engine=engine,
+            decode_on_device=None if args.decode == "auto" else args.decode == "device",
         )
 
     result = run_cli(run)

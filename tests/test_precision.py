@@ -4,6 +4,8 @@ path's would differ."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,23 @@ def test_an_index_refuses_a_query_path_whose_descriptors_differ(int8_index, real
         "fp32",
         "bf16",
     )
+
+
+def test_int8_keeps_no_float_copy_of_the_model_and_a_float_path_gets_it_back(real_weights):
+    def float_convolutions() -> set[int]:
+        gc.collect()
+        return {id(m) for m in gc.get_objects() if type(m) is torch.nn.Conv2d and not m.weight.is_meta}
+
+    before = float_convolutions()
+    embedder = Embedder(real_weights)
+    embedder.calibrate(pixels(embedder, 0, 16))
+    embedder.warm_up()
+    # Only the classifier stays float: the trunk was released, and FX's conversion left no copy behind.
+    assert next(embedder.model.layer1.parameters()).is_meta and not float_convolutions() - before
+    queries = pixels(embedder, 500, 4)
+    embedder.follow({"precision": "fp32"}, "a float index")
+    reference = Embedder(real_weights, precision="fp32").forward(queries)[0]
+    assert (embedder.forward(queries)[0][:, :2048] * reference[:, :2048]).sum(axis=1).min() > 0.999
 
 
 def test_int8_where_the_cpu_cannot_run_it_is_one_sentence(random_weights, monkeypatch):

@@ -117,7 +117,7 @@ def test_frozen_backbone_matches_the_eager_fp32_model(float_embedder):
     images = _photos("Tshirts", 4) + _photos("Sunglasses", 4)
     batch = np.stack([float_embedder.preprocess(i)[0] for i in images])
     features, _ = float_embedder.forward(batch)
-    model = float_embedder.model
+    model = float_embedder.float_model()  # the frozen backbone released the eager trunk
     with torch.inference_mode():
         x = float_embedder.normalise(batch).contiguous()
         mid = model.layer3(model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x)))))))

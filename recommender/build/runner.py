@@ -5,7 +5,9 @@ publishes. `precompute` builds one artifacts directory, embedding on this machin
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +21,15 @@ from ..embedder import INT8_CALIBRATION_IMAGES, Embedder
 from ..errors import UserError
 from ..images import load_image
 from ..text_model import TextEncoder
-from .decode import Prepared, decode_pool, default_workers, embed_prepared, prepared_batches
+from .decode import (
+    Prepared,
+    decode_pool,
+    decodes_on_device,
+    default_workers,
+    device_preprocessor,
+    embed_prepared,
+    prepared_batches,
+)
 from .fitting import train_and_index
 from .shards import SHARD_SIZE, ShardWriter, close_work, complete_shards, open_work
 
@@ -37,15 +47,23 @@ def default_batch_size(embedder: Embedder) -> int:
 
 
 def local_batches(
-    source: CatalogSource, start: int, embedder: Embedder, batch_size: int, workers: int, timings: dict
+    source: CatalogSource,
+    start: int,
+    embedder: Embedder,
+    batch_size: int,
+    workers: int,
+    timings: dict,
+    on_device: bool = False,
 ) -> Iterator[list[Prepared]]:
     """This machine's engine: `workers` forked decode processes run ahead of the model in this process
-    (the texts are encoded a shard at a time, as the shards are committed)."""
-    pool = decode_pool(embedder, workers)
+    (the texts are encoded a shard at a time, as the shards are committed); `on_device`: the catalog's
+    JPEGs are decoded and preprocessed on the model's device, in this process."""
+    pool = decode_pool(embedder, workers, on_device)
+    preprocessor = device_preprocessor(embedder) if on_device else None
     try:
         for batch in prepared_batches(source.rows(start), batch_size, pool, workers):
             t0 = time.perf_counter()
-            embed_prepared(embedder, batch)
+            embed_prepared(embedder, batch, preprocessor)
             timings["model_s"] += time.perf_counter() - t0
             yield batch
     finally:
@@ -62,12 +80,14 @@ def embed_catalog(
     progress: bool = True,
     workers: int | None = None,
     engine: RayEngine | None = None,
+    decode_on_device: bool | None = None,
 ) -> dict:
     """Fill `work/shards` and `work/thumbnails`, resuming after the last complete shard. Returns timings.
-    `batch_size` and `workers` (decode processes) default to the embedder's device's measured best;
-    `engine` (default: this machine) decodes and embeds the rows, in stream order."""
+    `batch_size`, `workers` (decode processes) and `decode_on_device` default to the embedder's device's
+    measured best; `engine` (default: this machine) decodes and embeds the rows, in stream order."""
     batch_size = batch_size or default_batch_size(embedder)
     workers = workers or default_workers(embedder)
+    on_device = decodes_on_device(embedder) if decode_on_device is None else decode_on_device
     shards, thumbs = work / "shards", work / artifacts.THUMBNAILS
     shards.mkdir(parents=True, exist_ok=True)
     thumbs.mkdir(exist_ok=True)
@@ -77,39 +97,58 @@ def embed_catalog(
         print(f"Resuming after {resume_from} complete shard(s) ({start} catalog rows).", flush=True)
     timings = {"model_s": 0.0, "text_s": 0.0, "wall_s": 0.0, "images": 0, "views": 0}
     if engine is None:
-        batches = local_batches(source, start, embedder, batch_size, workers, timings)
+        batches = local_batches(source, start, embedder, batch_size, workers, timings, on_device)
     else:
         batches = engine.batches(source, start, shard_size, embedder, text_encoder, batch_size)
-    writer, current = None, None
+    writer: ShardWriter | None = None
     started = time.perf_counter()
     bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
     last_position = start - 1
+
+    def write(batch: list[Prepared]) -> None:
+        """Thumbnails and shard rows of an embedded batch; a shard is committed when the stream leaves it."""
+        nonlocal writer, last_position
+        for prepared in batch:
+            shard_no = prepared.item.position // shard_size
+            if writer is None or shard_no != writer.number:
+                if writer is not None:
+                    timings["text_s"] += writer.commit(text_encoder)
+                writer = ShardWriter(shards, shard_no)
+            if prepared.error:
+                writer.skipped.append([prepared.error, prepared.item.id])
+            else:
+                (thumbs / f"{prepared.item.id}.jpg").write_bytes(prepared.thumbnail)
+                writer.add(prepared)
+                timings["images"] += 1
+                if prepared.view_vector is not None:
+                    writer.add_view(prepared.item.id, prepared.view_vector)
+                    timings["views"] += 1
+            bar.update(prepared.item.position - last_position)
+            last_position = prepared.item.position
+
+    # Where the device decodes (a GPU), the main loop is the pipeline's narrowest part, and the writing
+    # runs beside it (one thread, batches in order); on a CPU the model has the cores, and it stays in line.
+    beside = ThreadPoolExecutor(1, thread_name_prefix="shard-writer") if on_device and engine is None else None
+    pending: deque[Future] = deque()
     try:
         for batch in batches:
-            for prepared in batch:
-                shard_no = prepared.item.position // shard_size
-                if shard_no != current:
-                    if writer is not None:
-                        timings["text_s"] += writer.commit(text_encoder)
-                    writer, current = ShardWriter(shards, shard_no), shard_no
-                if prepared.error:
-                    writer.skipped.append([prepared.error, prepared.item.id])
-                else:
-                    (thumbs / f"{prepared.item.id}.jpg").write_bytes(prepared.thumbnail)
-                    writer.add(prepared)
-                    timings["images"] += 1
-                    if prepared.view_vector is not None:
-                        writer.add_view(prepared.item.id, prepared.view_vector)
-                        timings["views"] += 1
-                bar.update(prepared.item.position - last_position)
-                last_position = prepared.item.position
+            if beside is None:
+                write(batch)
+                continue
+            pending.append(beside.submit(write, batch))
+            while len(pending) > 2 or (pending and pending[0].done()):
+                pending.popleft().result()  # a failed write stops the build here
+        while pending:
+            pending.popleft().result()
     finally:
+        if beside is not None:
+            beside.shutdown(cancel_futures=True)  # waits for the write under way
         batches.close()  # stops the decode processes or the Ray pipeline, also on Ctrl-C
     if writer is not None:
         timings["text_s"] += writer.commit(text_encoder)
     bar.close()
     timings["wall_s"] = time.perf_counter() - started
-    timings.update(batch_size=batch_size, workers=workers)
+    timings.update(batch_size=batch_size, workers=workers, decode="device" if on_device and engine is None else "cpu")
     return timings
 
 
@@ -154,9 +193,11 @@ def precompute(
     progress: bool = True,
     workers: int | None = None,
     engine: RayEngine | None = None,
+    decode_on_device: bool | None = None,
 ) -> dict:
     """Build a complete artifacts directory at `out`; `engine` (default: this machine; or a RayEngine)
-    decodes and embeds the catalog, the fitting and the publishing run here."""
+    decodes and embeds the catalog, the fitting and the publishing run here. `decode_on_device`: decode
+    the catalog's JPEGs on the model's device (default: where that is a GPU)."""
     out = Path(out)
     batch_size = batch_size or default_batch_size(embedder)
     # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
@@ -166,7 +207,9 @@ def precompute(
     work = out.with_name(out.name + ".partial")
     key = _work_key(source, embedder, text_encoder, shard_size=shard_size, batch_size=batch_size)
     open_work(work, key)
-    timings = embed_catalog(source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine)
+    timings = embed_catalog(
+        source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
+    )
     skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
     if unlisted := source.unlisted_images():
         skipped_source["image without a styles.csv row"] = unlisted
@@ -175,6 +218,7 @@ def precompute(
         "engine": "local" if engine is None else engine.describe(),
         "batch_size": batch_size,
         "decode_workers": timings["workers"],
+        "decode": timings["decode"],  # "device": the catalog's JPEGs were decoded on the model's device
         "device": embedder.device.type,
         "shard_size": shard_size,
         "embed_wall_s": round(timings["wall_s"], 1),

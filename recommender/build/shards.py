@@ -29,6 +29,7 @@ class ShardWriter:
     """Collects one shard's rows and commits them atomically; a shard file exists only when complete."""
 
     def __init__(self, folder: Path, number: int) -> None:
+        self.number = number
         self.path = folder / f"shard-{number:05d}.npz"
         self.rows: list[dict] = []
         self.vectors: list[np.ndarray] = []
