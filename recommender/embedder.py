@@ -349,8 +349,8 @@ class Embedder:
 
     def _release_float_trunk(self) -> None:
         """The backbone holds its own weights (folded, converted), and queries use only the float model's
-        classifier: the rest goes until another backbone is needed (an app at 44k products: 187 MB less,
-        docs/benchmarks.md#memory)."""
+        classifier: the rest goes until another backbone is needed (with the FX caches cleared, an app at
+        44k holds 188 MB less: docs/benchmarks.md#app-memory)."""
         classifier = self.model.get_classifier()
         for child in self.model.children():
             if child is not classifier:
