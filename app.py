@@ -26,6 +26,7 @@ from recommender.serve.service import MAP_COLOURS, Profile, Service
 from recommender.serve.startup import open_index
 from recommender.serve.ui import (
     SHARED,
+    SharedAnswers,
     article_label,
     details_markdown,
     edited_photo,
@@ -34,6 +35,7 @@ from recommender.serve.ui import (
     gallery,
     guarded,
     photo_reference,
+    pixels_key,
     result_choices,
     served,
 )
@@ -76,6 +78,7 @@ def photo_editor(label: str, sources: list[str]) -> gr.ImageEditor:
 
 def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
     """The layout and its wiring; every function it calls lives in recommender/."""
+    photo_answers = SharedAnswers()
     with gr.Blocks(title="Fashion look-alike finder") as demo:
         gr.Markdown(
             "# Fashion look-alike finder\nUpload a photo of a clothing item or accessory, paste an image URL or "
@@ -205,8 +208,11 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
 
         @guarded
         def on_image(photo_, words_, k_, *f):
-            """Search the photo as the editor holds it: cropped (before the one image loader) if cropped."""
-            payload, vector = service.recommend(edited_photo(photo_), k_, words_, **filter_values(*f))
+            """Search the photo as the editor holds it: cropped (before the one image loader) if cropped.
+            The events one upload fires share one search."""
+            image, filters_ = service.load_image(edited_photo(photo_)), filter_values(*f)
+            key = (pixels_key(image), k_, words_, tuple(filters_.items()))
+            payload, vector = photo_answers.get(key, lambda: service.recommend(image, k_, words_, **filters_))
             c = payload["classification"]
             details_ = details_markdown(c, payload.get("understood"))
             reference = photo_reference(c, service.asked(words_))

@@ -325,3 +325,43 @@ def test_the_map_places_the_catalog_the_last_search_and_its_results(index_dir, r
     assert band["total"] == int(((x >= low) & (x <= high) & (rec.metadata.columns["gender"] == "Men")).sum())
     with pytest.raises(UserError, match="Drag across the map"):
         service.map_band("nowhere")
+
+
+def test_identical_searches_arriving_together_share_one_answer():
+    """The editor's upload and change events for one photo: one computation, every caller its answer;
+    a failure is not kept, and an answer is not reused past its few seconds."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from recommender.serve.ui import SharedAnswers, pixels_key
+
+    answers, calls, started = SharedAnswers(seconds=0.5), [], threading.Event()
+
+    def slow_search():
+        calls.append(1)
+        started.set()
+        time.sleep(0.2)
+        return "results"
+
+    photo = Image.new("RGB", (60, 80), (10, 20, 30))
+    key = (pixels_key(photo), 12, "", ())
+    assert pixels_key(photo.copy()) == pixels_key(photo) != pixels_key(Image.new("RGB", (60, 80)))
+    got = []
+    first = threading.Thread(target=lambda: got.append(answers.get(key, slow_search)))
+    first.start()
+    started.wait()
+    got.append(answers.get(key, slow_search))  # while the first one runs
+    first.join()
+    assert got == ["results", "results"] and len(calls) == 1
+    assert answers.get((pixels_key(photo), 24, "", ()), lambda: "other k") == "other k"
+
+    def failing():
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        answers.get("bad", failing)
+    assert answers.get("bad", lambda: "fine now") == "fine now"
+    time.sleep(0.6)
+    assert answers.get(key, slow_search) == "results" and len(calls) == 2

@@ -8,6 +8,7 @@ import io
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,22 @@ def recommender(text_encoder, real_index, real_embedder) -> Recommender:
 
 
 @pytest.fixture(scope="module")
-def app_url(recommender, real_index):
+def photo_searches() -> list[float]:
+    """When each search by photo ran (the app's Service.recommend calls)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def app_url(recommender, real_index, photo_searches):
     service = Service(URLFetcher(allow_addresses=frozenset({"127.0.0.1"})))  # the URL test fetches from the app
     service.set_recommender(recommender)
+    recommend = service.recommend
+
+    def counted(*args, **kwargs):
+        photo_searches.append(time.monotonic())
+        return recommend(*args, **kwargs)
+
+    service.recommend = counted
     with serve(service, real_index, [str(SAMPLE / "images" / "10138.jpg")]) as url:
         yield url
 
@@ -116,6 +130,16 @@ def test_upload_shows_k_results_and_classification_then_more_like_this(page, tmp
     shot = Path(os.environ.get("SCREENSHOTS_TO", tmp_path)) / "screenshot.png"  # the README's picture
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_an_upload_searches_once(page, photo_searches):
+    """The editor fires an upload and a change event for one upload: one search answers both."""
+    photo_searches.clear()
+    photo = sorted((SAMPLE / "images").glob("*.jpg"))[5]  # one no other test uploads (answers are reused briefly)
+    page.set_input_files("input[type=file]", str(photo))
+    page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
+    page.wait_for_timeout(3_000)  # time for a second search to start, if one were coming
+    assert len(photo_searches) == 1
 
 
 def test_describe_in_words_shows_results_and_what_the_words_asked_for(page, tmp_path):

@@ -4,8 +4,13 @@ labels and served files. No business logic lives here."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
-from typing import Callable
+import threading
+import time
+from collections.abc import Hashable
+from concurrent.futures import Future
+from typing import Callable, TypeVar
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -15,6 +20,7 @@ from ..errors import UserError
 from ..vocabulary import TITLES
 
 log = logging.getLogger("recommender.ui")
+T = TypeVar("T")
 EDITOR_SIDE = 2048
 DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 
@@ -35,6 +41,44 @@ def guarded(fn: Callable) -> Callable:
             raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
 
     return wrapper
+
+
+class SharedAnswers:
+    """Identical requests arriving together share one answer: the image editor fires an upload event and
+    one or more change events for a single upload, all with the same photo (2 to 4 searches an upload,
+    measured in the browser test). The first request computes, the others wait for it, and its answer
+    serves the same request for `seconds` more."""
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._answers: dict[Hashable, tuple[float, Future]] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self.seconds}
+            entry = self._answers.get(key)
+            mine = entry is None
+            if mine:
+                entry = self._answers[key] = (now, Future())
+        answer = entry[1]
+        if mine:
+            try:
+                answer.set_result(compute())
+            except BaseException as exc:  # not kept: the next request tries again
+                with self._lock:
+                    if self._answers.get(key) is entry:
+                        del self._answers[key]
+                answer.set_exception(exc)
+        return answer.result()
+
+
+def pixels_key(image: Image.Image | None) -> str | None:
+    """A photo's identity by its pixels (the editor re-encodes the same photo under new file names)."""
+    if image is None:
+        return None
+    return f"{image.size}{image.mode}" + hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
 
 
 def file_path(image) -> str | None:
