@@ -15,7 +15,7 @@ import torchvision
 from PIL import Image
 
 from .batching import QueryBatcher, max_batch_from_env
-from .errors import ArtifactsError, UserError
+from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
@@ -343,6 +343,8 @@ class Embedder:
         """The eager float ResNet50, reloaded from the weights if a backbone released its trunk."""
         if self._trunk_released:
             model, _ = load_model(self._weights)
+            if state_dict_sha256(model) != self.weights_sha256:
+                raise WeightsError("The weights file changed while the model was in use; restart to load the new one.")
             self.model = model.to(self.device, memory_format=torch.channels_last).eval()
             self._trunk_released = False
         return self.model

@@ -15,7 +15,6 @@ from recommender import artifacts
 from recommender.build import precompute
 from recommender.build.gpu_decode import TensorPreprocessor, gpu_decodable, thumbnail_size
 from recommender.catalog import CatalogSource
-from recommender.embedder import INPUT_SIZE
 from recommender.images import load_image
 from tests.helpers import ROOT, SAMPLE
 
@@ -47,7 +46,7 @@ def test_device_preprocessing_is_the_preprocessors(real_embedder, device, detail
     embedder.detail_side = detail_side
     try:
         data = photos()
-        made = TensorPreprocessor(embedder.preprocessor, INPUT_SIZE, torch.device(device))(data)
+        made = TensorPreprocessor(embedder.preprocessor, torch.device(device))(data)
         for one, (pixels, colour) in zip(data, made):
             reference, reference_colour = embedder.preprocess(load_image(one))
             assert pixels.device.type == device and pixels.shape == reference.shape

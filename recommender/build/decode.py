@@ -153,7 +153,7 @@ def decodes_on_device(embedder: Embedder) -> bool:
 
 
 def device_preprocessor(embedder: Embedder) -> TensorPreprocessor:
-    return TensorPreprocessor(embedder.preprocessor, embedder.preprocessing["input_size"], embedder.device)
+    return TensorPreprocessor(embedder.preprocessor, embedder.device)
 
 
 def decode_pool(embedder: Embedder, workers: int, on_device: bool = False) -> ProcessPoolExecutor:

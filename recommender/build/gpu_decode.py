@@ -73,8 +73,8 @@ class TensorPreprocessor:
     """The Preprocessor's steps on a device: encoded JPEGs -> (the model's (H, W, 3) uint8 pixels on the
     device, the colour histogram as numpy), a batch at a time."""
 
-    def __init__(self, preprocessor: Preprocessor, input_size: tuple[int, int], device: torch.device) -> None:
-        self.preprocessor, self.input_size, self.device = preprocessor, tuple(input_size), device
+    def __init__(self, preprocessor: Preprocessor, device: torch.device) -> None:
+        self.preprocessor, self.device = preprocessor, device
 
     def decode(self, photos: list[bytes]) -> list[torch.Tensor | None]:
         """(3, H, W) uint8 RGB on the device per photo; None where the decoder refuses it."""
