@@ -84,12 +84,12 @@ class TensorPreprocessor:
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
                 return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device))
-            except RuntimeError:  # one bad photo fails the batch call: find it
+            except (RuntimeError, ValueError):  # one bad photo fails the batch call (or memory ran out): one by one
                 decoded: list[torch.Tensor | None] = []
                 for one in encoded:
                     try:
                         decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=self.device))
-                    except RuntimeError:
+                    except (RuntimeError, ValueError):
                         decoded.append(None)
                 return decoded
 
