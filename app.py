@@ -25,6 +25,7 @@ from recommender.runtime import configure_runtime
 from recommender.serve.service import MAP_COLOURS, Profile, Service
 from recommender.serve.startup import open_index
 from recommender.serve.ui import (
+    EDITOR_SIDE,
     SHARED,
     SharedAnswers,
     article_label,
@@ -58,9 +59,13 @@ CROP_HINT = (
 )
 
 
-def photo_editor(label: str, sources: list[str]) -> gr.ImageEditor:
+def photo_editor(label: str, sources: list[str], canvas_side: int | None) -> gr.ImageEditor:
     """A photo the shopper can crop to one item before searching (with the hint under it). Gradio shows the
-    editor's toolbar, and with it the crop tool, only with a brush: a white one paints out what is not wanted."""
+    editor's toolbar, and with it the crop tool, only with a brush: a white one paints out what is not wanted.
+    `canvas_side`: the browser scales every photo to fit a canvas of that side, centred on a transparent
+    margin (cut again by the image loader); None: the canvas takes each photo's own size, and a phone's
+    12-megapixel photo is composited and uploaded whole."""
+    canvas = {"canvas_size": (canvas_side, canvas_side), "fixed_canvas": True} if canvas_side else {}
     editor = gr.ImageEditor(
         type="filepath",
         sources=sources,
@@ -71,13 +76,15 @@ def photo_editor(label: str, sources: list[str]) -> gr.ImageEditor:
         layers=False,
         format="png",
         interactive=True,
+        **canvas,
     )
     gr.Markdown(CROP_HINT)
     return editor
 
 
-def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
-    """The layout and its wiring; every function it calls lives in recommender/."""
+def build_app(service: Service, examples: list[str] | None = None, canvas_side: int | None = EDITOR_SIDE) -> gr.Blocks:
+    """The layout and its wiring; every function it calls lives in recommender/. `canvas_side`: the photo
+    editors' (`photo_editor`)."""
     photo_answers = SharedAnswers()
     with gr.Blocks(title="Fashion look-alike finder") as demo:
         gr.Markdown(
@@ -100,7 +107,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         with gr.Tabs():
                             with gr.Tab("Upload"):
-                                image = photo_editor("Photo", ["upload", "clipboard", "webcam"])
+                                image = photo_editor("Photo", ["upload", "clipboard", "webcam"], canvas_side)
                                 image_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
                                 search_btn = gr.Button("Find similar", variant="primary")
                                 if examples:
@@ -108,7 +115,7 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
                             with gr.Tab("Image URL"):
                                 url = gr.Textbox(label="Image URL", placeholder="https://…/photo.jpg")
                                 url_btn = gr.Button("Fetch and find similar", variant="primary")
-                                url_image = photo_editor("The fetched photo", [])
+                                url_image = photo_editor("The fetched photo", [], canvas_side)
                                 url_words = gr.Textbox(label="Words", placeholder=WORDS_HINT, max_length=2000)
                             with gr.Tab("Describe"):
                                 words = gr.Textbox(
@@ -312,8 +319,9 @@ def build_app(service: Service, examples: list[str] | None = None) -> gr.Blocks:
         image_inputs, url_inputs = [image, image_words, *filter_inputs], [url_image, url_words, *filter_inputs]
         wire(search_btn.click, on_image, image_inputs, classify_outputs, "search_image")
         # An upload searches through its own event too: headless Chromium showed the editor's change event
-        # missing now and then right after a page load; a crop fires only the change event.
-        wire(image.upload, on_image, image_inputs, classify_outputs, "search_upload")
+        # missing now and then right after a page load; a crop fires only the change event. With a fixed
+        # canvas the upload event can come before the editor holds a photo: skipped, as an empty change is.
+        wire(image.upload, on_photo_changed, image_inputs, classify_outputs, "search_upload")
         wire(image.change, on_photo_changed, image_inputs, classify_outputs, "search_photo")
         wire(image_words.submit, on_image, image_inputs, classify_outputs, "search_image_words")
         # A photo set by the server does not fire the editor's change event; the shopper's crops of it do.

@@ -54,7 +54,8 @@ def _open(data: bytes) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied, transparency composited on white, any mode converted to 8-bit RGB."""
+    """EXIF orientation applied, transparent margins cut and the rest composited on white, any mode
+    converted to 8-bit RGB."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit grayscale: scale to 8 bits instead of clipping everything above 255 to white.
@@ -65,6 +66,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         img = img.convert("RGBA")
+        # A transparent margin is not part of the photo: the app's photo editor centres every photo on a
+        # fixed, transparent canvas.
+        img = img.crop(img.getchannel("A").getbbox() or (0, 0, *img.size))
         canvas = Image.new("RGB", img.size, WHITE)
         canvas.paste(img, mask=img.getchannel("A"))
         return canvas

@@ -8,7 +8,6 @@ import io
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from recommender import Recommender
 from recommender.evaluation import two_item_photo
 from recommender.images import load_image
 from recommender.serve.service import Service
+from recommender.serve.ui import EDITOR_SIDE
 from recommender.serve.url_fetch import URLFetcher
 from tests.helpers import SAMPLE, serve
 
@@ -57,8 +57,8 @@ def recommender(text_encoder, real_index, real_embedder) -> Recommender:
 
 
 @pytest.fixture(scope="module")
-def photo_searches() -> list[float]:
-    """When each search by photo ran (the app's Service.recommend calls)."""
+def photo_searches() -> list[tuple[int, int]]:
+    """The size of each photo searched (the app's Service.recommend calls)."""
     return []
 
 
@@ -68,9 +68,9 @@ def app_url(recommender, real_index, photo_searches):
     service.set_recommender(recommender)
     recommend = service.recommend
 
-    def counted(*args, **kwargs):
-        photo_searches.append(time.monotonic())
-        return recommend(*args, **kwargs)
+    def counted(image, *args, **kwargs):
+        photo_searches.append(image.size)
+        return recommend(image, *args, **kwargs)
 
     service.recommend = counted
     with serve(service, real_index, [str(SAMPLE / "images" / "10138.jpg")]) as url:
@@ -140,6 +140,17 @@ def test_an_upload_searches_once(page, photo_searches):
     page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
     page.wait_for_timeout(3_000)  # time for a second search to start, if one were coming
     assert len(photo_searches) == 1
+
+
+def test_a_phone_sized_photo_is_scaled_to_the_editors_canvas_in_the_browser(page, photo_searches, tmp_path):
+    """A 12-megapixel photo reaches the server at the editor's canvas side, its transparent margin cut:
+    the browser composites and uploads a fraction of the pixels (docs/benchmarks.md#upload)."""
+    load_image(HIRES / "10018.jpg").resize((3000, 4000), Image.Resampling.BICUBIC).save(tmp_path / "phone.jpg")
+    photo_searches.clear()
+    page.set_input_files("input[type=file]", str(tmp_path / "phone.jpg"))
+    page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
+    width, height = photo_searches[0]
+    assert height == EDITOR_SIDE and abs(width - EDITOR_SIDE * 3 / 4) <= 1
 
 
 def test_describe_in_words_shows_results_and_what_the_words_asked_for(page, tmp_path):

@@ -45,6 +45,15 @@ def test_transparency_is_composited_on_white(mode):
     assert out.mode == "RGB" and out.getpixel((5, 5)) == (255, 255, 255)
 
 
+def test_a_transparent_margin_is_cut_as_the_photo_editor_adds_one():
+    canvas = Image.new("RGBA", (64, 64), (0, 0, 0, 0))  # the editor's fixed canvas, a 24x48 photo centred
+    canvas.paste(Image.new("RGBA", (24, 48), (200, 30, 30, 255)), (20, 8))
+    canvas.putpixel((21, 9), (0, 0, 255, 128))  # half-transparent pixels inside the photo stay, on white
+    out = load_image(encode(canvas, "PNG"))
+    assert out.size == (24, 48)
+    assert out.getpixel((0, 0)) == (200, 30, 30) and out.getpixel((1, 1)) == (127, 127, 255)
+
+
 def test_cmyk_16bit_and_grayscale_become_rgb():
     cmyk = load_image(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
     assert cmyk.mode == "RGB" and cmyk.getpixel((4, 4))[0] > 200

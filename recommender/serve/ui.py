@@ -21,7 +21,10 @@ from ..vocabulary import TITLES
 
 log = logging.getLogger("recommender.ui")
 T = TypeVar("T")
-EDITOR_SIDE = 2048
+# The photo editors' canvas: the browser scales each photo to fit it before compositing and uploading,
+# which costs seconds per megapixel. The model sees at most 80 px of a product's detail, which this side
+# still holds for a product a twelfth of its photo's longer side (docs/benchmarks.md#upload).
+EDITOR_SIDE = 512
 DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 
 
@@ -103,8 +106,8 @@ def edited_photo(value) -> str | None:
 
 
 def for_editor(image: Image.Image) -> Image.Image:
-    """A fetched photo as the image editor shows it: at most EDITOR_SIDE pixels a side, so a 50-megapixel
-    photo does not travel to the browser whole (the model sees 224 pixels of it anyway)."""
+    """A fetched photo as the image editor shows it: at most EDITOR_SIDE pixels a side (its canvas), so a
+    50-megapixel photo does not travel to the browser whole."""
     if max(image.size) <= EDITOR_SIDE:
         return image
     small = image.copy()
