@@ -17,7 +17,7 @@ from PIL import Image
 from .batching import QueryBatcher, max_batch_from_env
 from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
-from .images import ImageInput, load_image, pad_to_aspect
+from .images import WORKING_SIDE, ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
 from .weights import load_model, state_dict_sha256
 
@@ -28,7 +28,7 @@ INPUT_SIZE = (224, 168)
 # every product like one filling a catalog photo, 1 keeps the photo's own framing; 0.25 measured best
 # on real photos and on re-framed ones together (docs/experiments.md#real-photos).
 FRAMING_EXPONENT = 0.25
-MAX_SIDE_BEFORE_PAD = 1024
+MAX_SIDE_BEFORE_PAD = WORKING_SIDE
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")

@@ -4,17 +4,17 @@
                                 [--text-model DIR] [--path-rows 2000] [--paths-only]
                                 [--scale 1000000] [--fit-sizes 44072,200000] [--scale-only]
 
-Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same
-images; query latency of Recommender.search, of HNSW alone and of exact brute force; index build time
-and app peak RSS for the real catalog and for a synthetic full-size (44k) catalog in the index's dimension;
-`scale`: the build's fitting stages (heads, search space and projection, map, index) on synthetic
-catalog-like shards of each --fit-sizes size, with their peak RSS, and an HNSW index of --scale
-catalog-like vectors (build time and RSS, index size, app RSS, query p50, recall@10 against exact
-search; benchmark_scale.py); from the 44k fitting and the embed stage, the whole 44k precompute time; search
-by words (Recommender.search_text p50, the exact scan against an HNSW walk at 44k) and the text model's
-share of the 44k precompute. The model's paths (fp32 always, bf16 and int8 where this CPU runs them), each
-in one run: model-only images/s, the embed stage of a build of the first --path-rows rows, search p50, and
-quality on that build's held-out products (P@10 articleType, shopper-photo rank-1); with the CPU's model
+Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same images; query
+latency of Recommender.search, of HNSW alone and of exact brute force; index build time and app peak RSS for
+the real catalog and for a synthetic full-size (44k) catalog in the index's dimension; `scale`: the build's
+fitting stages (heads, search space and projection, map, index) on synthetic catalog-like shards of each
+--fit-sizes size, with their peak RSS, and an HNSW index of --scale catalog-like vectors (build time and RSS,
+index size, app RSS, query p50, recall@10 against exact search; benchmark_scale.py); search on phone-sized
+JPEGs decoded whole and decoded smaller; from the 44k fitting and the embed stage, the whole 44k precompute
+time; search by words (Recommender.search_text p50, the exact scan against an HNSW walk at 44k) and the text
+model's share of the 44k precompute. The model's paths (fp32 always, bf16 and int8 where this CPU runs them),
+each in one run: model-only images/s, the embed stage of a build of the first --path-rows rows, search p50,
+and quality on that build's held-out products (P@10 articleType, shopper-photo rank-1); with the CPU's model
 and flags. An AVX2-only CPU can be emulated on a newer one by capping the kernels' instruction sets:
 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 (reported in `cpu`)."""
 
@@ -142,6 +142,44 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
     }
 
 
+def phone_photo(photo, side: int, seed: int) -> bytes:
+    """A photo scaled to `side` on its longer side with a camera's grain (Gaussian, sigma 2 levels: a
+    phone photo's pixels do not compress like a smooth upscale), as a JPEG."""
+    import io
+
+    from PIL import Image
+
+    scale = side / max(photo.size)
+    big = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
+    grain = np.random.default_rng(seed).normal(0, 2, (big.height, big.width, 1))
+    buffer = io.BytesIO()
+    pixels = (np.asarray(big, np.float32) + grain).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def phone_photo_latency(rec, photos: list, summary) -> dict:
+    """Recommender.search on 3000x4000 JPEGs: decoded whole, against the loader's default (no larger than
+    the preprocessing uses), the same photos alternately; and the two query vectors' cosine."""
+    from recommender.images import load_image
+
+    jpegs = [phone_photo(photo, 4000, seed) for seed, photo in enumerate(photos)]
+    whole_ms, default_ms, cosine = [], [], []
+    for jpeg in jpegs:
+        t0 = time.perf_counter()
+        rec.search(load_image(jpeg, max_side=None), 12)
+        whole_ms.append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        rec.search(jpeg, 12)
+        default_ms.append(1e3 * (time.perf_counter() - t0))
+        a, b = rec.query(load_image(jpeg, max_side=None)).vector, rec.query(jpeg).vector
+        cosine.append(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return {
+        "phone_photo_ms": {"decoded_whole": summary(whole_ms), "decoded_smaller": summary(default_ms)},
+        "phone_photo_cosine": {"mean": round(float(np.mean(cosine)), 4), "min": round(float(np.min(cosine)), 4)},
+    }
+
+
 def query_latency(index: Path, data: Path, weights: str | None, text_model: str | None, queries: int) -> dict:
     from recommender import Recommender
     from recommender.images import load_image
@@ -174,6 +212,7 @@ def query_latency(index: Path, data: Path, weights: str | None, text_model: str 
             "hnsw_ms": summary(hnsw_ms),
             "exact_ms": summary(exact_ms),
         }
+        | phone_photo_latency(rec, photos[:20], summary)
         | text_latency(rec, summary)
         | insights_latency(rec, summary)
     )

@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmark import phone_photo  # noqa: E402
 
 import app as app_module  # noqa: E402
 from recommender import Recommender  # noqa: E402
@@ -44,13 +45,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
 def photo_of_side(side: int, seed: int, folder: Path) -> Path:
-    source = Image.open(PHOTO).convert("RGB")
-    scale = side / max(source.size)
-    big = source.resize((round(source.width * scale), round(source.height * scale)), Image.Resampling.BICUBIC)
-    grain = np.random.default_rng(seed).normal(0, 2, (big.height, big.width, 1))
-    pixels = (np.asarray(big, np.float32) + grain).clip(0, 255).astype(np.uint8)
     path = folder / f"photo-{side}-{seed}.jpg"
-    Image.fromarray(pixels).save(path, "JPEG", quality=90)
+    path.write_bytes(phone_photo(Image.open(PHOTO).convert("RGB"), side, seed))
     return path
 
 

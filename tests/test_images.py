@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from recommender.errors import ImageError
-from recommender.images import MAX_PIXELS, load_image
+from recommender.images import MAX_PIXELS, WORKING_SIDE, load_image
 from tests.helpers import SAMPLE
 
 PHOTO = SAMPLE / "images" / "10009.jpg"
@@ -52,6 +52,20 @@ def test_a_transparent_margin_is_cut_as_the_photo_editor_adds_one():
     out = load_image(encode(canvas, "PNG"))
     assert out.size == (24, 48)
     assert out.getpixel((0, 0)) == (200, 30, 30) and out.getpixel((1, 1)) == (127, 127, 255)
+
+
+def test_a_large_jpeg_is_decoded_no_larger_than_needed():
+    photo = Image.radial_gradient("L").resize((3000, 4000)).convert("RGB")  # a phone's portrait photo
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side, as phones do
+    data = encode(photo.rotate(90, expand=True), "JPEG", exif=exif)
+    assert load_image(data, max_side=None).size == (3000, 4000)
+    smaller = load_image(data)  # libjpeg's 1/2 scale: the largest that keeps WORKING_SIDE
+    assert smaller.size == (1500, 2000) and min(smaller.size) >= WORKING_SIDE
+    assert load_image(data, max_side=400).size == (375, 500)
+    assert load_image(encode(photo.resize((1500, 2000)), "PNG")).size == (1500, 2000)  # PNG: always whole
+    whole = np.asarray(load_image(data, max_side=None).resize((375, 500), Image.Resampling.BOX), np.float32)
+    assert np.abs(np.asarray(load_image(data, max_side=400), np.float32) - whole).mean() < 2
 
 
 def test_cmyk_16bit_and_grayscale_become_rgb():
