@@ -19,7 +19,7 @@ MIN_SHARE = 0.02
 # The colour descriptor: 4 levels per RGB channel = 64 bins, of the product's pixels.
 LEVELS = 4
 COLOUR_BINS = LEVELS**3
-_MASK_SIDE = 128  # the mask is found on a copy at most this large: cheap for a 12 MP upload
+MASK_SIDE = 128  # the mask is found on a copy at most this large: cheap for a 12 MP upload
 
 
 def _mask(img: Image.Image) -> np.ndarray:
@@ -30,10 +30,10 @@ def _mask(img: Image.Image) -> np.ndarray:
 
 
 def _small(img: Image.Image) -> Image.Image:
-    if max(img.size) <= _MASK_SIDE:
+    if max(img.size) <= MASK_SIDE:
         return img
     small = img.copy()
-    small.thumbnail((_MASK_SIDE, _MASK_SIDE), Image.Resampling.BILINEAR)
+    small.thumbnail((MASK_SIDE, MASK_SIDE), Image.Resampling.BILINEAR)
     return small
 
 

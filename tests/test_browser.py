@@ -153,6 +153,11 @@ def test_a_phone_sized_photo_is_scaled_to_the_editors_canvas_in_the_browser(page
     assert height == EDITOR_SIDE and abs(width - EDITOR_SIDE * 3 / 4) <= 1
 
 
+def test_a_catalog_example_searches(page, recommender):
+    page.locator("text=Try a catalog photo").locator("xpath=..").locator("img").first.click()
+    first_caption_is(page, name_of(recommender, 10138))  # the example is a catalog photo: itself first
+
+
 def test_describe_in_words_shows_results_and_what_the_words_asked_for(page, tmp_path):
     page.get_by_role("tab", name="Describe").click()
     page.get_by_label("What are you looking for?").fill("black tee for men")

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ..embedder import FRAMING_EXPONENT, MAX_SIDE_BEFORE_PAD, Preprocessor
-from ..foreground import _MASK_SIDE, COLOUR_BINS, LEVELS, MIN_SHARE, TOLERANCE
+from ..foreground import COLOUR_BINS, LEVELS, MASK_SIDE, MIN_SHARE, TOLERANCE
 from ..images import MAX_PIXELS
 
 WHITE = 255
@@ -115,7 +115,7 @@ class TensorPreprocessor:
         """foreground.trim_and_colour of (n, 3, H, W) uint8 photos of one size: each one's product box
         (left, top, right, bottom) and colour histogram, with one copy back from the device."""
         height, width = batch.shape[-2:]
-        small = _shrunk(batch, _MASK_SIDE, InterpolationMode.BILINEAR).to(torch.int16)
+        small = _shrunk(batch, MASK_SIDE, InterpolationMode.BILINEAR).to(torch.int16)
         h, w = small.shape[-2:]
         border = torch.cat([small[..., 0, :], small[..., -1, :], small[..., :, 0], small[..., :, -1]], dim=-1)
         background = torch.quantile(border.float(), 0.5, dim=-1)  # numpy's median: middle values averaged
