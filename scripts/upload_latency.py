@@ -33,6 +33,7 @@ from benchmark import phone_photo  # noqa: E402
 
 import app as app_module  # noqa: E402
 from recommender import Recommender  # noqa: E402
+from recommender.artifacts import read_manifest  # noqa: E402
 from recommender.cli import run_main  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
 from recommender.runtime import configure_runtime  # noqa: E402
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    read_manifest(args.index, verify=False)  # one sentence if there is no index
     chromium = shutil.which("chromium")
     try:
         from playwright.sync_api import sync_playwright

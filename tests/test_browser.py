@@ -5,9 +5,12 @@ item in words and see results; the Explore tab charts and map."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from recommender.images import load_image
 from recommender.serve.service import Service
 from recommender.serve.ui import EDITOR_SIDE
 from recommender.serve.url_fetch import URLFetcher
-from tests.helpers import SAMPLE, serve
+from tests.helpers import ROOT, SAMPLE, serve
 
 HIRES = Path(__file__).parent / "data" / "hires"
 
@@ -151,6 +154,26 @@ def test_a_phone_sized_photo_is_scaled_to_the_editors_canvas_in_the_browser(page
     page.wait_for_function("document.querySelectorAll('.thumbnail-item').length === 12", timeout=60_000)
     width, height = photo_searches[0]
     assert height == EDITOR_SIDE and abs(width - EDITOR_SIDE * 3 / 4) <= 1
+
+
+def test_the_upload_benchmark_compares_the_fixed_canvas_with_the_photos_own(
+    browser, real_index, real_weights, text_model, tmp_path
+):
+    """scripts/upload_latency.py, shortened: both settings measured, and what the server received shows each."""
+    args = ["--index", str(real_index), "--weights", str(real_weights), "--text-model", str(text_model)]
+    out = tmp_path / "upload.json"
+    run = subprocess.run(
+        [sys.executable, "scripts/upload_latency.py", *args, "--sides", "640", "--repeats", "1", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["fixed"]["640"]["server_received"] == [EDITOR_SIDE * 3 // 4, EDITOR_SIDE]
+    assert result["follows_photo"]["640"]["server_received"] == [480, 640]
+    assert result["speedup"]["640"] > 0
 
 
 def test_a_catalog_example_searches(page, recommender):

@@ -22,6 +22,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
         (["scripts/quality_gate.py", "--index", "nope", "--min", "0.5"], "No index at nope"),
         (["scripts/benchmark.py", "--index", "nope", "--data", "nope", "--out", "/tmp/x.json"], "No index at nope"),
         (["scripts/loadtest.py", "--index", "nope"], "No index at nope"),
+        (["scripts/upload_latency.py", "--index", "nope"], "No index at nope"),
         (["scripts/ablate.py", "--index", "nope", "--data", "nope"], "No index at nope"),
         (["scripts/precompute.py", "--source", "./nope/x", "--out", "/tmp/o"], "Catalog source ./nope/x not found"),
     ],
