@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark import phone_photo  # noqa: E402
+from benchmark import cpu_info, phone_photo  # noqa: E402
 
 import app as app_module  # noqa: E402
 from recommender import Recommender  # noqa: E402
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         s: round(result["follows_photo"][s]["median_s"] / result["fixed"][s]["median_s"], 2) for s in result["fixed"]
     }
     result["canvas_side"] = EDITOR_SIDE
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    result["cpu"] = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    result["cpu"] = cpu_info()["model"]
     print(json.dumps(result["speedup"]))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
