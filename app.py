@@ -508,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_runtime()
+    # Gradio's queue rebuilds its monitoring summary (a pandas table of the last 10,000 events) after every
+    # event unless told otherwise: 5-10 ms holding the GIL per request, for a dashboard this app does not
+    # enable (docs/benchmarks.md#serving-overhead). Once every 1,000 events instead.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
     # Test/load runs only: exact non-public addresses (e.g. 127.0.0.1) the URL fetcher may reach.
     allowed = frozenset(a for a in env("RECOMMENDER_TEST_ALLOW_ADDRESSES", "").split(",") if a)

@@ -321,21 +321,24 @@ class Embedder:
         return self.preprocessor.model_input(image, trim)
 
     def _make_backbone(self, example: torch.Tensor) -> torch.nn.Module:
-        """The feature extractor in the run precision. Floats: frozen by TorchScript, which folds batch
-        norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16 autocast's speed, cosine
-        to fp32 >= 0.999 (docs/benchmarks.md#model). int8: FX's conversion with the calibrated ranges fixed
-        and weights per channel; it fuses as it converts, and tracing it gained nothing. torch.jit and FX
+        """The feature extractor in the run precision, as TorchScript: a pass then runs in C++ without the
+        GIL, where FX's Python graph takes it back for each of its ~170 operations and so, in a busy
+        server, waited behind every Python thread (docs/benchmarks.md#serving-overhead). Floats: traced and
+        frozen, which folds batch norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16
+        autocast's speed, cosine to fp32 >= 0.999 (docs/benchmarks.md#model). int8: FX's conversion with
+        the calibrated ranges fixed and weights per channel (it fuses as it converts), traced: the same
+        outputs bit for bit; freezing it too gained no speed and held 23 MB more. torch.jit and FX
         quantization are deprecated (for torch.compile, minutes of compilation at every start, and
         torchao); torch is pinned, so their warnings are silenced here."""
-        if self.precision == "int8":
-            backbone = self._int8_backbone(example)
-        else:
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-            traced = _Features(copy.deepcopy(self.float_model()).to(dtype)).eval()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                backbone = torch.jit.freeze(torch.jit.trace(traced, example.to(dtype)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            if self.precision == "int8":
+                backbone = torch.jit.trace(self._int8_backbone(example), example)
+            else:
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+                module = _Features(copy.deepcopy(self.float_model()).to(dtype)).eval()
+                backbone = torch.jit.freeze(torch.jit.trace(module, example.to(dtype)))
         self._release_float_trunk()
         return backbone
 

@@ -1,4 +1,4 @@
-"""Drive the app with concurrent gradio_client clients and check every answer.
+"""Drive the app with concurrent clients of its HTTP API and check every answer.
 
     python scripts/loadtest.py --index DIR [--weights PATH] [--text-model DIR] --clients 32 --requests 2000 [--url URL]
                                [--query-batch 1,16]
@@ -7,6 +7,11 @@ Without --url it starts `app.py` on a free loopback port (and a local image serv
 endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
 upload, URL, similar-item, classify and filtered browse. Exits non-zero on any error or wrong result.
 Bounded: stops after --requests or --max-seconds, whichever comes first.
+
+The clients speak Gradio's HTTP API (`/gradio_api/upload`, `/gradio_api/call/<endpoint>`) through one
+pooled connection set, so that the load generator, which shares the machine's cores with the server, costs
+little: 32 `gradio_client` clients spent three times the server's CPU and were themselves the bottleneck.
+The summary gives both processes' CPU seconds, so a run whose generator was the bottleneck shows it.
 
 --query-batch 1,16 runs the same load against a server for each largest query batch in turn (1: every
 photo through the model alone, the unbatched baseline) and reports them side by side, with the ratio of
@@ -26,11 +31,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
 import numpy as np
-from gradio_client import Client, handle_file
 
 from recommender.artifacts import read_manifest
 from recommender.cli import run_main
@@ -64,6 +70,48 @@ class ImageServer:
         self.httpd.server_close()
 
 
+class AppError(Exception):
+    """The app answered with an error (its one sentence)."""
+
+
+class GradioHTTP:
+    """One client of the app's named endpoints over Gradio's HTTP API, with its own session (as a
+    `gradio_client.Client` or a browser page keeps one), on a connection pool shared by every client."""
+
+    def __init__(self, http: httpx.Client, session: str) -> None:
+        self.http, self.session = http, session
+
+    @staticmethod
+    def pool(url: str, connections: int) -> httpx.Client:
+        """The shared, thread-safe connection pool for the app at `url`."""
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.Client(base_url=url.rstrip("/") + "/gradio_api/", timeout=120, limits=limits)
+
+    def upload(self, path: Path) -> dict:
+        """A local file sent as an upload, as an endpoint's file argument."""
+        with path.open("rb") as f:
+            response = self.http.post("upload", files={"files": (path.name, f, "image/jpeg")})
+        response.raise_for_status()
+        return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+    def call(self, endpoint: str, *args):
+        """The endpoint's output for `args` (every parameter, in order); AppError with the app's sentence."""
+        response = self.http.post(f"call/{endpoint}", json={"data": list(args), "session_hash": self.session})
+        response.raise_for_status()
+        event_id = response.json()["event_id"]
+        event = None
+        with self.http.stream("GET", f"call/{endpoint}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line[len("event:") :].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    data = json.loads(line[len("data:") :])
+                    if event == "error":
+                        raise AppError((data or {}).get("error") or "an error without a message")
+                    return data[0]
+        raise AppError(f"the stream of {endpoint} ended without an answer")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +123,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def check_matches(results: list[dict], k: int, known_ids: set[int], **expected: str) -> str | None:
@@ -108,7 +162,7 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             yield (
                 kind,
                 lambda c, image=image, k=k, g=gender, m=master, kk=kk: check_matches(
-                    c.predict(handle_file(str(image)), k, g, m, "All", api_name="/recommend_image")["results"],
+                    c.call("recommend_image", c.upload(image), k, g, m, "All", "All", "")["results"],
                     kk,
                     known,
                     gender=g,
@@ -120,7 +174,7 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             yield (
                 kind,
                 lambda c, url=url, k=k, g=gender, m=master, kk=kk: check_matches(
-                    c.predict(url, k, g, m, "All", api_name="/recommend_url")["results"],
+                    c.call("recommend_url", url, k, g, m, "All", "All", "")["results"],
                     kk,
                     known,
                     gender=g,
@@ -133,7 +187,7 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             sk = min(k, available - (1 if expected_total is None or expected_total[row] else 0))
 
             def similar(c, item=item, sk=sk, gender=gender, master=master):
-                results = c.predict(item, k, gender, master, "All", api_name="/similar_item")["results"]
+                results = c.call("similar_item", item, k, gender, master, "All", "All")["results"]
                 return (
                     "item returned itself"
                     if item in [m["id"] for m in results]
@@ -145,15 +199,13 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             yield (
                 kind,
                 lambda c, image=image: (
-                    None
-                    if c.predict(handle_file(str(image)), api_name="/classify").get("articleType")
-                    else "no articleType"
+                    None if c.call("classify", c.upload(image)).get("articleType") else "no articleType"
                 ),
             )
         else:
 
             def browse(c, gender=gender, master=master, available=available):
-                out = c.predict(gender, master, "All", 1, api_name="/browse")
+                out = c.call("browse", gender, master, "All", 1, 12, "All")
                 return (
                     f"total {out['total']} != {available}"
                     if out["total"] != available
@@ -243,9 +295,9 @@ def run(
     deadline = time.monotonic() + 180
     while True:  # wait for the app to answer
         try:
-            Client(url, verbose=False)
+            httpx.get(url.rstrip("/") + "/gradio_api/info", timeout=10).raise_for_status()
             break
-        except Exception:
+        except httpx.HTTPError:
             if server is not None and server.poll() is not None:
                 print(f"the app exited: {server.stderr.read().decode()[-500:]}", file=sys.stderr)
                 return 2, {}
@@ -262,14 +314,10 @@ def run(
     rss = {}
     series: dict[int, float] = {}
     stop_at = time.monotonic() + args.max_seconds
+    http = GradioHTTP.pool(url, connections=2 * args.clients)  # a call holds two connections: its post and its stream
 
     def worker() -> None:
-        try:  # 32 clients reading the app's config at once can time out on a slow machine: that is an error too
-            client = Client(url, verbose=False, download_files=False)  # checking ids needs no thumbnail downloads
-        except Exception as exc:
-            with lock:
-                failures.append(f"connect: {type(exc).__name__}: {str(exc)[:200]}")
-            return
+        client = GradioHTTP(http, session=uuid.uuid4().hex[:11])
         while True:
             with lock:
                 if counter["sent"] >= args.requests or time.monotonic() > stop_at:
@@ -294,6 +342,8 @@ def run(
 
     if server is not None:
         rss["start"] = rss_mb(server.pid)
+        server_cpu_start = cpu_seconds(server.pid)
+    own_cpu_start = time.process_time()
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
     for t in threads:
@@ -301,8 +351,11 @@ def run(
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu_start
+    http.close()
     if server is not None:
         rss["end"] = rss_mb(server.pid)
+        server_cpu = cpu_seconds(server.pid) - server_cpu_start
     done = sum(len(v) for v in latencies.values())
     images = sum(len(latencies[k]) for k in ("upload", "url", "classify"))
     summary = {
@@ -314,6 +367,8 @@ def run(
         "image_queries_per_s": round(images / wall, 2),
         "errors": len(failures),
         "first_errors": failures[:10],
+        # Both share the machine's cores: a generator near the server's figure would be measuring itself.
+        "cpu_s": {"load_generator": round(own_cpu, 1), **({"server": round(server_cpu, 1)} if server else {})},
         "latency_ms": {
             k: {
                 "n": len(v),
