@@ -314,10 +314,10 @@ def run(
     rss = {}
     series: dict[int, float] = {}
     stop_at = time.monotonic() + args.max_seconds
-    http = GradioHTTP.pool(url, connections=2 * args.clients)  # a call holds two connections: its post and its stream
+    pool = GradioHTTP.pool(url, connections=2 * args.clients)  # a call holds two connections: its post and its stream
 
     def worker() -> None:
-        client = GradioHTTP(http, session=uuid.uuid4().hex[:11])
+        client = GradioHTTP(pool, session=uuid.uuid4().hex[:11])
         while True:
             with lock:
                 if counter["sent"] >= args.requests or time.monotonic() > stop_at:
@@ -352,7 +352,7 @@ def run(
         t.join()
     wall = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu_start
-    http.close()
+    pool.close()
     if server is not None:
         rss["end"] = rss_mb(server.pid)
         server_cpu = cpu_seconds(server.pid) - server_cpu_start
