@@ -96,14 +96,14 @@ def test_int8_where_the_cpu_cannot_run_it_is_one_sentence(random_weights, monkey
         Embedder(random_weights, precision="int8")
 
 
-def test_the_int8_backbone_is_frozen_with_fx_conversions_outputs_bit_for_bit(real_weights):
-    # Frozen, a pass holds the GIL once instead of at each operation (a busy server's queries waited
-    # seconds for FX's graph); indexes built before freezing stay valid only if the outputs are equal.
+def test_the_int8_backbone_is_traced_with_fx_conversions_outputs_bit_for_bit(real_weights):
+    # Traced, a pass takes the GIL once instead of at each operation (a busy server's queries waited
+    # seconds for FX's graph); indexes built before tracing stay valid only if the outputs are equal.
     embedder = Embedder(real_weights, precision="int8")
     embedder.calibrate(pixels(embedder, 0, 16))
     embedder.warm_up()
     assert isinstance(embedder._backbone, torch.jit.ScriptModule)
     batch = embedder.normalise(pixels(embedder, 500, 5))
     with torch.inference_mode():
-        frozen, converted = embedder._backbone(batch), embedder._int8_backbone(batch)(batch)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, converted))
+        traced, converted = embedder._backbone(batch), embedder._int8_backbone(batch)(batch)
+    assert all(torch.equal(a, b) for a, b in zip(traced, converted))
