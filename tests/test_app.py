@@ -3,7 +3,6 @@ with the real weights and a small real catalog."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -17,7 +16,7 @@ from recommender.errors import ArtifactsError, UserError
 from recommender.serve import startup
 from recommender.serve.service import Profile, Service
 from recommender.serve.url_fetch import URLFetcher
-from tests.helpers import ROOT, SAMPLE, serve
+from tests.helpers import SAMPLE, script, serve
 from tests.helpers.image_server import ImageServer
 
 WATCH = SAMPLE / "images" / "10138.jpg"
@@ -175,17 +174,16 @@ def test_bad_requests_get_one_clear_sentence(client, call, message):
 def test_the_plain_http_api_under_concurrent_load(client, index_dir, tmp_path):
     """scripts/loadtest.py, shortened, against this server: Gradio's HTTP API without gradio_client, a
     session per client, every answer checked (k results, ids in the catalog, filters kept, no self-match)."""
-    spec = importlib.util.spec_from_file_location("loadtest", ROOT / "scripts" / "loadtest.py")
-    loadtest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loadtest)
+    loadtest = script("loadtest")
     out = tmp_path / "load.json"
     args = ["--index", str(index_dir), "--url", client.src, "--clients", "4", "--requests", "40", "--warmup", "5"]
     assert loadtest.main([*args, "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["requests"] == 40 and summary["errors"] == 0 and len(summary["latency_ms"]) == 5
-    plain = loadtest.GradioHTTP(loadtest.GradioHTTP.pool(client.src, 2), session="test")
-    with pytest.raises(loadtest.AppError, match="No catalog item with id 99999999; use an id from a search result"):
-        plain.call("similar_item", 99999999, 2, "All", "All", "All", "All")
+    with loadtest.GradioHTTP.pool(client.src, 2) as pool:
+        plain = loadtest.GradioHTTP(pool, session="test")
+        with pytest.raises(loadtest.AppError, match="No catalog item with id 99999999; use an id from a search result"):
+            plain.call("similar_item", 99999999, 2, "All", "All", "All", "All")
 
 
 def test_app_answers_with_a_clear_message_while_the_index_is_building(index_dir):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import datasets
 import pytest
 
 from recommender.catalog import CatalogSource
 from recommender.errors import UserError
-from tests.helpers import ROOT, SAMPLE, make_catalog, sample_rows
+from tests.helpers import SAMPLE, make_catalog, sample_rows, script
 
 
 def _as_dataset(rows: list[list[str]]) -> datasets.Dataset:
@@ -88,9 +86,7 @@ def test_unknown_folder_is_refused_with_a_hint(tmp_path):
 
 
 def test_repeat_catalog_makes_a_full_size_catalog_of_linked_copies(tmp_path):
-    spec = importlib.util.spec_from_file_location("repeat_catalog", ROOT / "scripts" / "repeat_catalog.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = script("repeat_catalog")
     source = make_catalog(tmp_path / "small", sample_rows(3))
     assert module.repeat_catalog(source, tmp_path / "big", 7) == 7
     items = list(CatalogSource(str(tmp_path / "big")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
 CACHE = Path(os.environ.get("RECOMMENDER_CACHE", Path.home() / ".cache" / "fashion-recommender"))
+
+
+def script(name: str):
+    """scripts/<name>.py imported as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sample_rows(n: int, start: int = 0) -> list[list[str]]:
