@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.data_classes import FileData
 
-from recommender.cli import run_cli
+from recommender.cli import add_model_options, run_cli
 from recommender.embedder import PRECISIONS
 from recommender.runtime import configure_runtime
 from recommender.serve.service import MAP_COLOURS, Profile, Service
@@ -487,10 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=Path(env("RECOMMENDER_INDEX", ROOT / "artifacts" / "index")))
-    parser.add_argument("--weights", default=env("RECOMMENDER_WEIGHTS"), help="ResNet50 weights file; default: the Hub")
-    parser.add_argument(
-        "--text-model", default=env("RECOMMENDER_TEXT_MODEL"), help="all-MiniLM-L6-v2 folder; default: the Hub"
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -1,7 +1,10 @@
-"""Command-line plumbing shared by the scripts: user errors become one sentence and exit code 2."""
+"""Command-line plumbing shared by the scripts: user errors become one sentence and exit code 2; the
+models' options."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -26,3 +29,24 @@ def run_main(main: Callable[[], int]) -> int:
     """A script's `main`, with a user error printed as one line and exit code 2."""
     result = run_cli(main)
     return 2 if result is None else result
+
+
+def add_model_options(parser: argparse.ArgumentParser, text: bool = True) -> None:
+    """--weights (and --text-model): the models' local files, defaulting to the environment, then the Hub."""
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        help="ResNet50 weights file (.safetensors/.pth); default: $RECOMMENDER_WEIGHTS, then the Hub",
+    )
+    if text:
+        parser.add_argument(
+            "--text-model",
+            default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+            help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
+        )
+
+
+def model_options(args: argparse.Namespace) -> list[str]:
+    """The model options given to this command, to pass on to a child command."""
+    out = ["--weights", args.weights] if args.weights else []
+    return out + (["--text-model", args.text_model] if getattr(args, "text_model", None) else [])

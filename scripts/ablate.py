@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from recommender import artifacts
 from recommender.augment import gets_view, shopper_view
-from recommender.cli import run_main
+from recommender.cli import add_model_options, run_main
 from recommender.embedder import INPUT_SIZE, Embedder
 from recommender.evaluation import leave_one_out_precision, shopper_photo
 from recommender.foreground import COLOUR_BINS
@@ -76,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
+    add_model_options(parser, text=False)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--photos", type=int, default=500)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from recommender.catalog import FULL_CATALOG
-from recommender.cli import run_main
+from recommender.cli import add_model_options, model_options, run_main
 from recommender.runtime import configure_runtime
 
 
@@ -113,8 +113,7 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
                 "--repeats",
                 str(args.repeats),
             ]
-            + (["--weights", args.weights] if args.weights else [])
-            + (["--text-model", args.text_model] if args.text_model else []),
+            + model_options(args),
             env=env,
             capture_output=True,
             text=True,
@@ -440,9 +439,7 @@ def path_child(args: argparse.Namespace, stage: str, name: str, folder: Path) ->
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     command = [sys.executable, __file__, "--path-stage", stage, name, str(folder), "--index", str(args.index)]
     command += ["--data", str(args.data), "--out", str(args.out), "--path-rows", str(args.path_rows)]
-    command += (["--weights", args.weights] if args.weights else []) + (
-        ["--text-model", args.text_model] if args.text_model else []
-    )
+    command += model_options(args)
     child = subprocess.run(command, env=env, capture_output=True, text=True)
     if child.returncode:
         raise RuntimeError(f"the {name} path's {stage} failed:\n{child.stderr[-2000:]}")
@@ -519,16 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
-    parser.add_argument(
-        "--text-model",
-        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
-        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
-    )
+    add_model_options(parser)
     parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recommender import Recommender, artifacts
-from recommender.cli import run_cli
+from recommender.cli import add_model_options, run_cli
 from recommender.embedding_map import neighbours_kept
 from recommender.errors import UserError
 from recommender.evaluation import (
@@ -177,16 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="Kaggle-style folder the index was built from")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
-    parser.add_argument(
-        "--text-model",
-        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
-        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
-    )
+    add_model_options(parser)
     parser.add_argument("--shopper-photos", type=int, default=500)
     parser.add_argument("--real-photos", type=Path, help="folder of higher-resolution photos (images/<id>.jpg)")
     parser.add_argument(

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 
 from recommender.artifacts import read_manifest
-from recommender.cli import run_main
+from recommender.cli import add_model_options, model_options, run_main
 from recommender.errors import UserError
 from recommender.metadata import Metadata
 
@@ -218,8 +218,7 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--weights", default=os.environ.get("RECOMMENDER_WEIGHTS"))
-    parser.add_argument("--text-model", default=os.environ.get("RECOMMENDER_TEXT_MODEL"))
+    add_model_options(parser)
     parser.add_argument("--url", help="a running app on loopback instead of starting one")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=2000)
@@ -269,10 +268,7 @@ def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
             if query_batch is not None:
                 env["RECOMMENDER_QUERY_BATCH"] = str(query_batch)
             cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
-            if args.weights:
-                cmd += ["--weights", args.weights]
-            if args.text_model:
-                cmd += ["--text-model", args.text_model]
+            cmd += model_options(args)
             server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             url = f"http://127.0.0.1:{port}/"
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recommender.build.shards import SHARD_SIZE
 from recommender.catalog import DEFAULT_SOURCE, CatalogSource
-from recommender.cli import run_cli
+from recommender.cli import add_model_options, run_cli
 from recommender.errors import UserError
 from recommender.runtime import configure_runtime
 
@@ -30,16 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="Hub dataset id, Kaggle-style folder or saved dataset")
     parser.add_argument("--out", required=True, type=Path, help="artifacts directory to create (replaced atomically)")
     parser.add_argument("--limit", type=int, help="only the first N catalog rows")
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file (.safetensors/.pth); default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
-    parser.add_argument(
-        "--text-model",
-        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
-        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--precision",
         default=os.environ.get("RECOMMENDER_PRECISION", "auto"),

@@ -18,14 +18,13 @@ held-out products (the evaluation's protocol) and go through the full query path
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from recommender import Recommender
-from recommender.cli import run_cli
+from recommender.cli import add_model_options, run_cli
 from recommender.evaluation import (
     crop_report,
     leave_one_out_precision,
@@ -49,16 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--real-photos", type=Path, help="folder of higher-resolution photos (images/<id>.jpg)")
     parser.add_argument("--min-real-rank1", type=float, default=0.0, help="the floor for real-photo rank-1")
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
-    parser.add_argument(
-        "--text-model",
-        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
-        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
-    )
+    add_model_options(parser)
     parser.add_argument("--min-text", type=float, default=0.0, help="the floor for words' P@10 of all attributes")
     parser.add_argument("--min-photo-words", type=float, default=0.0, help="the floor for photo + words P@10")
     parser.add_argument(

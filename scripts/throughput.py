@@ -32,7 +32,7 @@ import torch
 from recommender.build.decode import decode_pool, device_preprocessor, prepare_item, prepared_batches
 from recommender.build.runner import calibrate_int8, embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
-from recommender.cli import run_main
+from recommender.cli import add_model_options, run_main
 from recommender.embedder import Embedder
 from recommender.text_model import TextEncoder
 
@@ -116,16 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "a GPU, cpu elsewhere)",
     )
     parser.add_argument("--device", help="cpu or cuda; default cuda when there is one")
-    parser.add_argument(
-        "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
-        help="ResNet50 weights file; default: $RECOMMENDER_WEIGHTS, then the Hub",
-    )
-    parser.add_argument(
-        "--text-model",
-        default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
-        help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
-    )
+    add_model_options(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -34,7 +33,7 @@ from benchmark import cpu_info, phone_photo  # noqa: E402
 import app as app_module  # noqa: E402
 from recommender import Recommender  # noqa: E402
 from recommender.artifacts import read_manifest  # noqa: E402
-from recommender.cli import run_main  # noqa: E402
+from recommender.cli import add_model_options, run_main  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
 from recommender.runtime import configure_runtime  # noqa: E402
 from recommender.serve.service import Service  # noqa: E402
@@ -93,8 +92,7 @@ def measure(rec: Recommender, canvas_side: int | None, photos: dict[int, list[Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--weights", default=os.environ.get("RECOMMENDER_WEIGHTS"))
-    parser.add_argument("--text-model", default=os.environ.get("RECOMMENDER_TEXT_MODEL"))
+    add_model_options(parser)
     parser.add_argument("--sides", type=int, nargs="+", default=[224, 1600, 4000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)

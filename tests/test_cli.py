@@ -41,3 +41,22 @@ def test_evaluate_names_a_missing_plotting_package_before_any_work(tmp_path):
     result = run_script("-c", code, "-", "--index", "nope", "--data", "nope", "--out", str(tmp_path))
     assert result.returncode == 2 and "matplotlib, which is not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_model_options_default_to_the_environment_and_pass_on_only_what_is_set(monkeypatch):
+    import argparse
+
+    from recommender.cli import add_model_options, model_options
+
+    monkeypatch.setenv("RECOMMENDER_WEIGHTS", "/w/resnet50.safetensors")
+    monkeypatch.delenv("RECOMMENDER_TEXT_MODEL", raising=False)
+    parser = argparse.ArgumentParser()
+    add_model_options(parser)
+    args = parser.parse_args([])
+    assert (args.weights, args.text_model) == ("/w/resnet50.safetensors", None)
+    assert model_options(args) == ["--weights", "/w/resnet50.safetensors"]
+    args = parser.parse_args(["--weights", "a.pth", "--text-model", "mini"])
+    assert model_options(args) == ["--weights", "a.pth", "--text-model", "mini"]
+    photo_only = argparse.ArgumentParser()
+    add_model_options(photo_only, text=False)
+    assert model_options(photo_only.parse_args([])) == ["--weights", "/w/resnet50.safetensors"]
