@@ -1,9 +1,9 @@
 """Ray Data as the build's distributed engine: the catalog is read and decoded by Ray tasks, a shard's
-stretch of rows each, and embedded by a pool of actors (one per GPU where the cluster has GPUs) that
-also put each product's text through the text model; the rows come back to the driver in stream order,
-where the shards, the fitting and the atomic publish run exactly as on one machine. Ray Data retries
-failed tasks and restarts dead actors (its defaults); a killed driver reruns and resumes after the
-shards already written.
+stretch of rows each, and embedded by a pool of actors (one per GPU where the cluster has GPUs; on CPUs
+Ray runs the decoding inside the actors) that also put each product's text through the text model; the
+rows come back to the driver in stream order, where the shards, the fitting and the atomic publish run
+exactly as on one machine. Ray Data retries failed tasks and restarts dead actors (its defaults); a
+killed driver reruns and resumes after the shards already written.
 
 Ray is optional (requirements-scale.txt): nothing else imports this module."""
 
@@ -14,8 +14,7 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..catalog import CatalogSource
 from ..embedder import Embedder
@@ -23,6 +22,9 @@ from ..errors import UserError
 from ..text_model import TextEncoder
 from ..words import catalog_text
 from .decode import Prepared, embed_prepared, prepare_item
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DECODE_ROWS = 64  # decoded items a block carries (~10 MB of pixels): small enough to stream
 
@@ -43,16 +45,19 @@ def _absolute(location: str | None) -> str | None:
     return str(Path(location).resolve()) if location and Path(location).exists() else location
 
 
-def _pack(items: list[Prepared]) -> dict:
-    """A block of Prepared items as Ray Data carries them: one pickled item a row."""
-    return {"prepared": np.array([pickle.dumps(p, protocol=5) for p in items], dtype=object)}
+def _pack(items: list[Prepared]) -> pa.Table:
+    """A block of Prepared items as Ray Data carries them: one pickled item a row, as an Arrow column of
+    bytes (Ray would otherwise infer the column's type from a numpy array of objects, row by row)."""
+    import pyarrow as pa
+
+    return pa.table({"prepared": pa.array([pickle.dumps(p, protocol=5) for p in items], type=pa.large_binary())})
 
 
 def _unpack(batch: dict) -> list[Prepared]:
     return [pickle.loads(row) for row in batch["prepared"]]
 
 
-def _decode_stretches(batch: dict, source: str, limit: int | None, preprocess) -> Iterator[dict]:
+def _decode_stretches(batch: dict, source: str, limit: int | None, preprocess) -> Iterator[pa.Table]:
     """A Ray task: read and decode stretches [start, stop) of the stream, in blocks of DECODE_ROWS."""
     catalog = CatalogSource(source, limit)
     for start, stop in zip(batch["start"], batch["stop"]):
@@ -79,10 +84,12 @@ class _EmbedActor:
     """A Ray actor holding an Embedder and a TextEncoder, computing descriptors and text vectors the way
     the driver's models do."""
 
-    def __init__(self, weights: str | None, built: dict, text_model: str | None, text_sha256: str, device: str) -> None:
+    def __init__(
+        self, weights: str | None, built: dict, text_model: str | None, text_sha256: str, device: str, threads: int
+    ) -> None:
         import torch
 
-        torch.set_num_threads(1)  # each actor is given one CPU (num_cpus=1): its torch threads stay on it
+        torch.set_num_threads(threads)
         self.embedder = Embedder(weights, device=device)
         self.text_encoder = TextEncoder(text_model, device=self.embedder.device)
         if self.embedder.weights_sha256 != built["weights_sha256"] or self.text_encoder.sha256 != text_sha256:
@@ -93,7 +100,7 @@ class _EmbedActor:
         self.embedder.detail_side = built["preprocessing"].get("detail_side")
         self.embedder.follow(built, "the build")
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> pa.Table:
         prepared = embed_prepared(self.embedder, _unpack(batch))
         return _pack(encode_texts(self.text_encoder, prepared))
 
@@ -141,6 +148,10 @@ class RayEngine:
             gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
             actors = self.actors or gpus or max(1, cpus - max(1, cpus // 4))
             self.actors = actors
+            # A CPU actor reserves one CPU, as a decode task does, so Ray runs the decoding inside the actor
+            # (fused operators); where the actors are fewer than the CPUs (one actor on two cores) its
+            # forward passes use the spare cores too.
+            threads = 1 if gpus else max(1, cpus // actors)
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True  # the shards are written in stream order
             context.enable_progress_bars = False  # the build's own bar counts rows
@@ -163,6 +174,7 @@ class RayEngine:
                     "text_model": _absolute(self.text_model),
                     "text_sha256": text_encoder.sha256,
                     "device": "cuda" if gpus else "cpu",
+                    "threads": threads,
                 },
                 batch_size=batch_size,
                 compute=ray.data.ActorPoolStrategy(size=actors),
