@@ -380,6 +380,11 @@ class Embedder:
                 scale, zero_point, observer.dtype, observer.qscheme, observer.quant_min, observer.quant_max
             )
             setattr(prepared, name, fixed)
+        # oneDNN's kernels on every CPU: the x86 engine picks them itself where there is AVX-512 VNNI, and on
+        # an AVX2-only CPU they ran 1.07-1.40x fbgemm's with the same calibration, whose reduced range keeps
+        # AVX2's u8*s8 pairs from saturating (docs/benchmarks.md#real-avx2). The engine counts when the
+        # weights are packed, here.
+        torch.backends.quantized.engine = "onednn"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = convert_fx(prepared).eval()
