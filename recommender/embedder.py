@@ -305,7 +305,11 @@ class Embedder:
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        torch.backends.quantized.engine = "x86"
+        # The x86 recipe run by oneDNN's kernels on every CPU (the engine counts when convert_fx packs the
+        # weights): the x86 engine picks them itself where there is AVX-512 VNNI, and on an AVX2-only CPU
+        # they ran 1.07-1.40x fbgemm's, the recipe's reduced range keeping AVX2's u8*s8 pairs from
+        # saturating (docs/benchmarks.md#real-avx2).
+        torch.backends.quantized.engine = "onednn"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch is pinned)
             return prepare_fx(
@@ -380,11 +384,6 @@ class Embedder:
                 scale, zero_point, observer.dtype, observer.qscheme, observer.quant_min, observer.quant_max
             )
             setattr(prepared, name, fixed)
-        # oneDNN's kernels on every CPU: the x86 engine picks them itself where there is AVX-512 VNNI, and on
-        # an AVX2-only CPU they ran 1.07-1.40x fbgemm's with the same calibration, whose reduced range keeps
-        # AVX2's u8*s8 pairs from saturating (docs/benchmarks.md#real-avx2). The engine counts when the
-        # weights are packed, here.
-        torch.backends.quantized.engine = "onednn"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = convert_fx(prepared).eval()
