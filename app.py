@@ -1,7 +1,7 @@
 """Gradio app: upload a photo, paste a URL or describe it in words; see what it is and the most similar
 catalog products.
 
-python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--precision auto|fp32|bf16|int8] [--share]
+python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--precision auto|fp32|bf16|int8|ort-int8] [--share]
               [--host H] [--port P] [--no-mcp]
 
 The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp.
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=PRECISIONS,
         default=env("RECOMMENDER_PRECISION", "auto"),
-        help="the model's path; auto: the index's (int8, or the fastest float one here)",
+        help="the model's path; auto: the index's (int8 or ort-int8, or the fastest float one here)",
     )
     parser.add_argument("--share", action="store_true", default=env("RECOMMENDER_SHARE", "") == "1", help="public link")
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))

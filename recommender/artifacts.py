@@ -72,7 +72,8 @@ def library_versions() -> dict[str, str]:
             return "unknown"
 
     return {
-        name: known(name) for name in ("torch", "timm", "transformers", "hnswlib", "numpy", "pillow", "datasets")
+        name: known(name)
+        for name in ("torch", "timm", "transformers", "hnswlib", "numpy", "pillow", "datasets", "onnxruntime")
     } | {"python": sys.version.split()[0]}
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import timm
@@ -14,6 +16,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from . import ort_int8
 from .batching import QueryBatcher, max_batch_from_env
 from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
@@ -31,7 +34,9 @@ FRAMING_EXPONENT = 0.25
 MAX_SIDE_BEFORE_PAD = WORKING_SIDE
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# int8: PyTorch's x86 int8 (oneDNN's kernels); ort-int8: ONNX Runtime's int8 (ort_int8.py).
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "ort-int8")
+INT8_PATHS = ("int8", "ort-int8")
 # Catalog photos whose activations set int8's ranges: the first ones of the catalog being built.
 INT8_CALIBRATION_IMAGES = 128
 
@@ -45,10 +50,18 @@ def int8_supported(device: torch.device) -> bool:
     )
 
 
+def ort_int8_supported(device: torch.device) -> bool:
+    """ONNX Runtime's int8 runs on the CPU, wherever onnxruntime is installed."""
+    return device.type == "cpu" and ort_int8.available()
+
+
 def choose_precision(device: torch.device) -> str:
-    """The fastest path this hardware runs at equal quality (docs/benchmarks.md#cpu-paths): int8 on x86
-    CPUs, with or without bf16; bf16 on GPUs that have it; else fp32."""
-    return "int8" if int8_supported(device) else float_precision(device)
+    """The fastest path this hardware runs at equal quality (docs/benchmarks.md#cpu-paths): on x86 CPUs
+    int8, PyTorch's where there is AVX-512 VNNI (with or without bf16), ONNX Runtime's where there is
+    not (its builds 1.2-1.3x PyTorch's on AVX2: docs/benchmarks.md#ort-int8); bf16 on GPUs that have it; else fp32."""
+    if not int8_supported(device):
+        return float_precision(device)
+    return "int8" if torch.cpu._is_vnni_supported() or not ort_int8_supported(device) else "ort-int8"
 
 
 def float_precision(device: torch.device) -> str:
@@ -175,13 +188,21 @@ class Embedder:
         # would time its kernels again for every new size (docs/benchmarks.md#gpu).
         if precision == "int8" and not int8_supported(self.device):
             raise UserError("int8 needs an x86 CPU with AVX2 or better; use --precision fp32 (or auto) here.")
+        if precision == "ort-int8" and not ort_int8_supported(self.device):
+            raise UserError(
+                "ort-int8 runs on the CPU with onnxruntime installed (pip install -r requirements.txt); "
+                "use --precision auto here."
+            )
         self.forced = precision != "auto"  # a path asked for by flag: an index of another path is refused
         # Left to choose, the model computes float descriptors until a build calibrates it for int8 or an
         # index it serves says how it was built (`follow`).
         self.precision = precision if self.forced else float_precision(self.device)
         # int8: each activation's (scale, zero point), set by `calibrate` at build or from the index's manifest.
         self.int8_qparams: dict[str, list[float]] | None = None
-        self._backbone: torch.nn.Module | None = None  # made on the first batch
+        # ort-int8: the quantized ONNX graph, made by `calibrate` at build or read from the index.
+        self.ort_graph: bytes | None = None
+        self._calibration: tuple[tuple[str, str], dict] | None = None  # (path, photos' sha256) -> its result
+        self._backbone: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # made on first use
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image already has the input's aspect after padding, so nothing may be cropped away.
         config.update(input_size=(3, *input_size), crop_pct=1.0)
@@ -248,46 +269,83 @@ class Embedder:
             "preprocessing": self.preprocessing,
             "precision": self.precision,
             **({"int8": {"qparams": self.int8_qparams}} if self.precision == "int8" else {}),
+            **({"ort_int8": self._ort_graph_info()} if self.precision == "ort-int8" else {}),
             "dim": self.dim,
         }
 
-    def follow(self, built: dict, where: object) -> None:
+    def follow(self, built: dict, where: object, graph: bytes | None = None) -> None:
         """Compute queries the way the index at `where` was built (its manifest's `model`): int8 with its
-        calibration, or float (bf16 where the hardware has it, fp32: the same descriptors within 0.001 of
-        cosine). A path forced by flag that would give other descriptors is refused."""
+        calibration, ONNX Runtime's int8 with its graph (`graph`, else the file in the folder `where`), or
+        float (bf16 where the hardware has it, fp32: the same descriptors within 0.001 of cosine). A path
+        forced by flag that would give other descriptors is refused."""
         wanted = built.get("precision", "fp32")
+        if self.forced and self.precision != wanted and (self.precision in INT8_PATHS or wanted in INT8_PATHS):
+            raise ArtifactsError(
+                f"The index at {where} was built with {wanted} descriptors and {self.precision} ones would differ; "
+                f"drop --precision, or rebuild the index with --precision {self.precision}."
+            )
         if wanted == "int8":
             if not int8_supported(self.device):
                 raise ArtifactsError(
                     f"The index at {where} was built with int8 descriptors, which need an x86 CPU with AVX2; "
                     "rebuild it here with --precision fp32."
                 )
-            if self.forced and self.precision != "int8":
-                raise ArtifactsError(
-                    f"The index at {where} was built with int8 descriptors and {self.precision} ones would differ; "
-                    "drop --precision or rebuild the index with it."
-                )
-            self._set_precision("int8", built["int8"]["qparams"])
-        elif self.precision == "int8":
-            if self.forced:
-                raise ArtifactsError(
-                    f"The index at {where} was built with {wanted} descriptors and int8 ones would differ; "
-                    "drop --precision or rebuild the index with --precision int8."
-                )
+            self._set_precision("int8", qparams=built["int8"]["qparams"])
+        elif wanted == "ort-int8":
+            self._set_precision("ort-int8", graph=self._index_graph(built["ort_int8"], where, graph))
+        elif self.precision in INT8_PATHS:
             self._set_precision(float_precision(self.device))
+
+    def _index_graph(self, info: dict, where: object, graph: bytes | None) -> bytes:
+        """The index's ONNX Runtime int8 graph, checked against the manifest's sha256."""
+        if not ort_int8.available():
+            raise ArtifactsError(
+                f"The index at {where} was built with ONNX Runtime's int8 descriptors; install onnxruntime and "
+                "onnx (pip install -r requirements.txt) or rebuild the index here with --precision fp32."
+            )
+        if graph is None:
+            path = Path(str(where)) / info["file"]
+            if not path.is_file():
+                raise ArtifactsError(f"{path} is missing; rebuild the index with `python scripts/precompute.py`.")
+            graph = path.read_bytes()
+        if ort_int8.sha256(graph) != info["sha256"]:
+            raise ArtifactsError(
+                f"The int8 graph of the index at {where} does not match its checksum in manifest.json "
+                "(truncated or edited); rebuild the index with `python scripts/precompute.py`."
+            )
+        return graph
+
+    def _ort_graph_info(self) -> dict:
+        if self.ort_graph is None:
+            return {}
+        return {"file": ort_int8.GRAPH_FILE, "sha256": ort_int8.sha256(self.ort_graph)}
 
     @property
     def build_precision(self) -> str:
-        """The path a build with this model uses: the one forced, else the fastest here (int8 on x86)."""
+        """The path a build with this model uses: the one forced, else the fastest here (`choose_precision`)."""
         return self.precision if self.forced else choose_precision(self.device)
 
-    def _set_precision(self, precision: str, qparams: dict[str, list[float]] | None = None) -> None:
-        if (precision, qparams) != (self.precision, self.int8_qparams):
-            self.precision, self.int8_qparams, self._backbone = precision, qparams, None
+    def _set_precision(
+        self, precision: str, qparams: dict[str, list[float]] | None = None, graph: bytes | None = None
+    ) -> None:
+        if (precision, qparams, graph) != (self.precision, self.int8_qparams, self.ort_graph):
+            self.precision, self.int8_qparams, self.ort_graph, self._backbone = precision, qparams, graph, None
 
     def calibrate(self, pixels: np.ndarray) -> None:
-        """int8's activation ranges from (n, H, W, 3) uint8 catalog pixels (`model_input`): the histogram
-        observers of PyTorch's x86 recipe, kept as each activation's (scale, zero point)."""
+        """The build's int8 path from (n, H, W, 3) uint8 catalog pixels (`model_input`): for PyTorch's int8,
+        the histogram observers of its x86 recipe, kept as each activation's (scale, zero point); for
+        ONNX Runtime's, the quantized graph (ort_int8.quantize). The same photos again (a resume, another
+        build of the catalog by this process) reuse the last result: quantizing takes seconds to minutes."""
+        key = (self.build_precision, hashlib.sha256(np.ascontiguousarray(pixels)).hexdigest())
+        if self._calibration is None or self._calibration[0] != key:
+            self._calibration = (key, self._calibrated(pixels))
+        self._set_precision(key[0], **self._calibration[1])
+
+    def _calibrated(self, pixels: np.ndarray) -> dict:
+        if self.build_precision == "ort-int8":
+            features = _Features(copy.deepcopy(self.float_model()).float().to(memory_format=torch.contiguous_format))
+            calibration = self.normalise(pixels).contiguous().cpu().numpy()
+            return {"graph": ort_int8.quantize(features.eval(), calibration)}
         prepared = self._prepared_int8(self.normalise(pixels[:1]))
         with torch.inference_mode():
             for start in range(0, len(pixels), 16):
@@ -298,7 +356,7 @@ class Embedder:
             qparams[name] = [float(scale), int(zero_point)]
         del prepared
         _release_fx_caches()
-        self._set_precision("int8", qparams)
+        return {"qparams": qparams}
 
     def _prepared_int8(self, example: torch.Tensor) -> torch.fx.GraphModule:
         """The fp32 backbone with PyTorch's x86 int8 observers inserted (FX graph mode)."""
@@ -324,8 +382,9 @@ class Embedder:
     def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         return self.preprocessor.model_input(image, trim)
 
-    def _make_backbone(self, example: torch.Tensor) -> torch.nn.Module:
-        """The feature extractor in the run precision, as TorchScript: a pass then runs in C++ without the
+    def _make_backbone(self, example: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """The feature extractor in the run precision: ONNX Runtime's session for ort-int8, else
+        TorchScript. Either way a pass runs in C++ without the
         GIL, where FX's Python graph takes it back for each of its ~170 operations and so, in a busy
         server, waited behind every Python thread (docs/benchmarks.md#serving-overhead). Floats: traced and
         frozen, which folds batch norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16
@@ -337,7 +396,11 @@ class Embedder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            if self.precision == "int8":
+            if self.precision == "ort-int8":
+                if self.ort_graph is None:
+                    raise UserError("ort-int8 needs its graph first: build the index with it, or load one built so.")
+                backbone = ort_int8.OrtBackbone(self.ort_graph, torch.get_num_threads())
+            elif self.precision == "int8":
                 backbone = torch.jit.trace(self._int8_backbone(example), example)
             else:
                 dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32

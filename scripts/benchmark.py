@@ -52,7 +52,7 @@ def throughput_runs(
     from recommender.build import embed_catalog
     from recommender.build.runner import calibrate_int8
     from recommender.catalog import CatalogSource
-    from recommender.embedder import Embedder
+    from recommender.embedder import INT8_PATHS, Embedder
     from recommender.images import load_image
     from recommender.text_model import TextEncoder
 
@@ -60,7 +60,7 @@ def throughput_runs(
     runs = []
     if kind == "pipeline":
         embedder, text_encoder = Embedder(weights), TextEncoder(text_model)
-        if embedder.build_precision == "int8":  # as a build does, before its first batch
+        if embedder.build_precision in INT8_PATHS:  # as a build does, before its first batch
             calibrate_int8(CatalogSource(str(data), images), embedder)
         embedder.embed([load_image(items[0].data)])  # makes the backbone (once per process, seconds)
         for _ in range(repeats):
@@ -423,12 +423,13 @@ def cpu_info() -> dict:
 def available_paths() -> list[str]:
     import torch
 
-    from recommender.embedder import bf16_supported, int8_supported
+    from recommender.embedder import bf16_supported, int8_supported, ort_int8_supported
 
     cpu = torch.device("cpu")
     # With the kernels capped below AVX-512, bf16 would run emulated: that machine has no bf16 path.
     bf16 = bf16_supported(cpu) and not os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith(("AVX2", "SSE"))
-    return ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if int8_supported(cpu) else [])
+    int8 = (["int8"] if int8_supported(cpu) else []) + (["ort-int8"] if ort_int8_supported(cpu) else [])
+    return ["fp32"] + (["bf16"] if bf16 else []) + int8
 
 
 def path_child(args: argparse.Namespace, stage: str, name: str, folder: Path) -> dict:

@@ -2,7 +2,7 @@
 each product's text through the text model.
 
 python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH] [--text-model DIR]
-                             [--precision auto|fp32|bf16|int8] [--batch-size N] [--workers N]
+                             [--precision auto|fp32|bf16|int8|ort-int8] [--batch-size N] [--workers N]
                              [--decode auto|cpu|device]
                              [--engine local|ray [--ray-address ADDR] [--ray-actors N]]
 
@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision",
         default=os.environ.get("RECOMMENDER_PRECISION", "auto"),
-        choices=("auto", "fp32", "bf16", "int8"),
-        help="the model's path; auto: the fastest this hardware runs at equal quality (int8 on x86 CPUs)",
+        choices=("auto", "fp32", "bf16", "int8", "ort-int8"),
+        help="the model's path; auto: the fastest this hardware runs at equal quality (int8 on x86 CPUs: "
+        "PyTorch's with AVX-512 VNNI, ONNX Runtime's (ort-int8) without)",
     )
     parser.add_argument(
         "--batch-size", type=int, help="default: the fastest measured for the device (16 on a CPU, 128 on a GPU)"

@@ -33,7 +33,7 @@ from recommender.build.decode import decode_pool, device_preprocessor, prepare_i
 from recommender.build.runner import calibrate_int8, embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.cli import add_model_options, run_main
-from recommender.embedder import Embedder
+from recommender.embedder import INT8_PATHS, Embedder
 from recommender.text_model import TextEncoder
 
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = Embedder(args.weights, device=args.device)
-    if embedder.build_precision == "int8":  # as a build does, before its first batch
+    if embedder.build_precision in INT8_PATHS:  # as a build does, before its first batch
         calibrate_int8(CatalogSource(str(args.data), args.images), embedder)
     text_encoder = TextEncoder(args.text_model, device=embedder.device)
     items = [i for i in CatalogSource(str(args.data), args.images) if i.data]

@@ -1,24 +1,31 @@
-"""The model's paths: int8 (the fast path on x86 CPUs, with or without bf16) against fp32 with the real
-weights, a whole build and search with it, and the refusals where an index's descriptors and the query
-path's would differ."""
+"""The model's paths: int8, PyTorch's and ONNX Runtime's (the fast paths on x86 CPUs, with or without bf16),
+each against fp32 with the real weights, a whole build and search with each, and the refusals where an
+index's descriptors and the query path's would differ."""
 
 from __future__ import annotations
 
 import gc
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from recommender import Recommender
+from recommender import Recommender, ort_int8
 from recommender.build import precompute
 from recommender.catalog import CatalogSource
-from recommender.embedder import Embedder, choose_precision
+from recommender.embedder import Embedder, choose_precision, int8_supported, ort_int8_supported
 from recommender.errors import ArtifactsError, UserError
 from recommender.images import load_image
 from tests.helpers import SAMPLE, make_catalog, sample_rows
 
-pytestmark = pytest.mark.skipif(choose_precision(torch.device("cpu")) != "int8", reason="int8 needs x86 with AVX2")
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.skipif(not int8_supported(CPU), reason="int8 needs x86 with AVX2")
+# Both int8 paths are tested on every x86 machine, whichever `auto` picks there.
+PATHS = [
+    "int8",
+    pytest.param("ort-int8", marks=pytest.mark.skipif(not ort_int8_supported(CPU), reason="needs onnxruntime")),
+]
 
 
 def pixels(embedder: Embedder, start: int, n: int) -> np.ndarray:
@@ -26,29 +33,42 @@ def pixels(embedder: Embedder, start: int, n: int) -> np.ndarray:
     return np.stack([embedder.model_input(load_image(SAMPLE / "images" / f"{row[0]}.jpg")) for row in rows])
 
 
-def test_int8_descriptors_stay_close_to_fp32(real_weights):
-    fp32, int8 = Embedder(real_weights, precision="fp32"), Embedder(real_weights, precision="int8")
+@pytest.mark.parametrize("path", PATHS)
+def test_int8_descriptors_stay_close_to_fp32(real_weights, path):
+    fp32, int8 = Embedder(real_weights, precision="fp32"), Embedder(real_weights, precision=path)
     int8.calibrate(pixels(int8, 0, 64))
     queries = pixels(fp32, 500, 32)
     reference, fast = fp32.forward(queries)[0], int8.forward(queries)[0]
     cosine = (reference[:, :2048] * fast[:, :2048]).sum(axis=1)  # the last stage's unit regional GeM
-    # Measured on 200 fashion-dev photos: mean 0.994, lowest 0.969 (docs/benchmarks.md#cpu-paths).
+    # Measured on 200 fashion-dev photos: PyTorch's int8 mean 0.994, lowest 0.969; ONNX Runtime's
+    # mean 0.997, lowest 0.991 (docs/benchmarks.md#cpu-paths, #real-avx2).
     assert cosine.mean() > 0.985 and cosine.min() > 0.94
-    assert int8.describe()["int8"]["qparams"] and "int8" not in fp32.describe()
+    recorded = int8.describe()
+    assert recorded["precision"] == path and "int8" not in fp32.describe() and "ort_int8" not in fp32.describe()
+    if path == "int8":
+        assert recorded["int8"]["qparams"] and "ort_int8" not in recorded
+    else:
+        assert recorded["ort_int8"]["sha256"] == ort_int8.sha256(int8.ort_graph) and "int8" not in recorded
 
 
-@pytest.fixture(scope="module")
-def int8_index(tmp_path_factory, real_weights, text_encoder):
+@pytest.fixture(scope="module", params=PATHS)
+def int8_index(request, tmp_path_factory, real_weights, text_encoder):
     folder = make_catalog(tmp_path_factory.mktemp("int8-catalog"), sample_rows(120))
-    out = tmp_path_factory.mktemp("int8") / "index"
-    precompute(CatalogSource(str(folder)), out, Embedder(real_weights, precision="int8"), text_encoder, progress=False)
+    out = tmp_path_factory.mktemp(request.param) / "index"
+    embedder = Embedder(real_weights, precision=request.param)
+    precompute(CatalogSource(str(folder)), out, embedder, text_encoder, progress=False)
     return out
 
 
 def test_a_whole_build_and_search_with_int8(int8_index, real_weights, text_encoder):
     rec = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder)
-    assert rec.manifest["model"]["precision"] == "int8" and rec.embedder.precision == "int8"
-    assert rec.embedder.int8_qparams == rec.manifest["model"]["int8"]["qparams"]  # the build's calibration
+    built = rec.manifest["model"]
+    assert rec.embedder.precision == built["precision"] and built["precision"] in ("int8", "ort-int8")
+    if built["precision"] == "int8":
+        assert rec.embedder.int8_qparams == built["int8"]["qparams"]  # the build's calibration
+    else:  # the build's graph, published with the index
+        graph = (int8_index / built["ort_int8"]["file"]).read_bytes()
+        assert rec.embedder.ort_graph == graph and ort_int8.sha256(graph) == built["ort_int8"]["sha256"]
     # Made at load: FX's conversion patches torch.nn.Module.__call__ process-wide while it traces, which
     # broke a concurrent query's resize under load.
     assert rec.embedder._backbone is not None
@@ -58,13 +78,16 @@ def test_a_whole_build_and_search_with_int8(int8_index, real_weights, text_encod
 
 
 def test_an_index_refuses_a_query_path_whose_descriptors_differ(int8_index, real_weights, text_encoder, tmp_path):
-    with pytest.raises(ArtifactsError, match="built with int8 descriptors and fp32 ones would differ"):
-        Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder, precision="fp32")
+    built = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder).manifest["model"]["precision"]
+    other = "ort-int8" if built == "int8" else "int8"
+    for path in ("fp32", other):
+        with pytest.raises(ArtifactsError, match=f"built with {built} descriptors and {path} ones would differ"):
+            Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder, precision=path)
     folder = make_catalog(tmp_path / "catalog", sample_rows(40))
     fp32 = tmp_path / "fp32"
     precompute(CatalogSource(str(folder)), fp32, Embedder(real_weights, precision="fp32"), text_encoder, progress=False)
-    with pytest.raises(ArtifactsError, match="built with fp32 descriptors and int8 ones would differ"):
-        Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder, precision="int8")
+    with pytest.raises(ArtifactsError, match=f"built with fp32 descriptors and {built} ones would differ"):
+        Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder, precision=built)
     # Left to choose, the query path follows the index: a float one where the index is float.
     assert Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder).embedder.precision in (
         "fp32",
@@ -87,6 +110,33 @@ def test_int8_keeps_no_float_copy_of_the_model_and_a_float_path_gets_it_back(rea
     embedder.follow({"precision": "fp32"}, "a float index")
     reference = Embedder(real_weights, precision="fp32").forward(queries)[0]
     assert (embedder.forward(queries)[0][:, :2048] * reference[:, :2048]).sum(axis=1).min() > 0.999
+
+
+@pytest.mark.skipif(not ort_int8_supported(CPU), reason="needs onnxruntime")
+def test_an_ort_int8_index_whose_graph_is_missing_or_edited_is_one_sentence(
+    int8_index, real_weights, text_encoder, tmp_path
+):
+    built = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder).manifest["model"]
+    if built["precision"] != "ort-int8":
+        pytest.skip("the graph file is ONNX Runtime's int8's")
+    copy = tmp_path / "index"
+    shutil.copytree(int8_index, copy)
+    graph = copy / ort_int8.GRAPH_FILE
+    graph.write_bytes(graph.read_bytes()[:-100])
+    with pytest.raises(ArtifactsError, match="int8 graph of the index .* does not match its checksum"):
+        Recommender.load(copy, weights=real_weights, text_encoder=text_encoder)
+    graph.unlink()
+    with pytest.raises(ArtifactsError, match="backbone-int8.onnx is missing; rebuild the index"):
+        Recommender.load(copy, weights=real_weights, text_encoder=text_encoder)
+
+
+def test_auto_picks_pytorchs_int8_with_vnni_and_onnx_runtimes_without(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    assert choose_precision(CPU) == "int8"
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    assert choose_precision(CPU) == ("ort-int8" if ort_int8_supported(CPU) else "int8")
+    monkeypatch.setattr(ort_int8, "available", lambda: False)
+    assert choose_precision(CPU) == "int8"
 
 
 def test_int8_where_the_cpu_cannot_run_it_is_one_sentence(random_weights, monkeypatch):

@@ -85,7 +85,14 @@ class _EmbedActor:
     the driver's models do."""
 
     def __init__(
-        self, weights: str | None, built: dict, text_model: str | None, text_sha256: str, device: str, threads: int
+        self,
+        weights: str | None,
+        built: dict,
+        graph: bytes | None,
+        text_model: str | None,
+        text_sha256: str,
+        device: str,
+        threads: int,
     ) -> None:
         import torch
 
@@ -98,7 +105,7 @@ class _EmbedActor:
                 "the same files."
             )
         self.embedder.detail_side = built["preprocessing"].get("detail_side")
-        self.embedder.follow(built, "the build")
+        self.embedder.follow(built, "the build", graph)  # graph: ONNX Runtime's int8, where the build runs it
 
     def __call__(self, batch: dict) -> pa.Table:
         prepared = embed_prepared(self.embedder, _unpack(batch))
@@ -171,6 +178,7 @@ class RayEngine:
                 fn_constructor_kwargs={
                     "weights": _absolute(self.weights),
                     "built": embedder.describe(),
+                    "graph": embedder.ort_graph,
                     "text_model": _absolute(self.text_model),
                     "text_sha256": text_encoder.sha256,
                     "device": "cuda" if gpus else "cpu",

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from .. import artifacts
+from .. import artifacts, ort_int8
 from ..augment import shopper_view
 from ..catalog import CatalogSource
-from ..embedder import INT8_CALIBRATION_IMAGES, Embedder
+from ..embedder import INT8_CALIBRATION_IMAGES, INT8_PATHS, Embedder
 from ..errors import UserError
 from ..images import load_image
 from ..text_model import TextEncoder
@@ -153,9 +153,9 @@ def embed_catalog(
 
 
 def calibrate_int8(source: CatalogSource, embedder: Embedder, n: int = INT8_CALIBRATION_IMAGES) -> None:
-    """int8's activation ranges from the catalog's first `n` readable photos and a shopper's photo of each
-    (queries look like those; docs/experiments.md#int8): the same for every slice and every resume, so
-    all shards share one int8 model."""
+    """int8's activation ranges (or ONNX Runtime's int8 graph) from the catalog's first `n` readable photos
+    and a shopper's photo of each (queries look like those; docs/experiments.md#int8): the same for every
+    slice and every resume, so all shards share one int8 model."""
     pixels = []
     for item in CatalogSource(source.source, min(n, source.limit or n)):
         if item.data is None:
@@ -178,6 +178,7 @@ def _work_key(source: CatalogSource, embedder: Embedder, text_encoder: TextEncod
         "preprocessing": info["preprocessing"],
         "precision": info["precision"],
         "int8": info.get("int8"),
+        "ort_int8": info.get("ort_int8"),
         "text_model_sha256": text_encoder.sha256,
         **params,
     }
@@ -202,11 +203,13 @@ def precompute(
     batch_size = batch_size or default_batch_size(embedder)
     # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
     embedder.detail_side = source.typical_side()
-    if embedder.build_precision == "int8":
+    if embedder.build_precision in INT8_PATHS:
         calibrate_int8(source, embedder)
     work = out.with_name(out.name + ".partial")
     key = _work_key(source, embedder, text_encoder, shard_size=shard_size, batch_size=batch_size)
     open_work(work, key)
+    if embedder.ort_graph is not None:  # queries run the build's graph: it is published with the index
+        artifacts.write_atomic(work / ort_int8.GRAPH_FILE, lambda tmp: tmp.write_bytes(embedder.ort_graph))
     timings = embed_catalog(
         source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
     )

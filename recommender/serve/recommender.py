@@ -80,7 +80,7 @@ class Recommender:
     ) -> "Recommender":
         """Open `path`, verify its files, and refuse an embedder or text model other than the ones that
         built it. `weights` / `text_model` None: the Hub's. `precision`: auto follows the index; another
-        (fp32, bf16, int8) is refused where its descriptors would differ from the index's."""
+        (fp32, bf16, int8, ort-int8) is refused where its descriptors would differ from the index's."""
         folder = Path(path)
         manifest = artifacts.read_manifest(folder, verify=verify)
         embedder = embedder or Embedder(weights, precision=precision)
@@ -88,7 +88,7 @@ class Recommender:
         # Queries are brought to the detail of the catalog the index was built from (an Embedder serves
         # one index at a time).
         embedder.detail_side = built["preprocessing"].get("detail_side")
-        embedder.follow(built, folder)  # int8 with the index's calibration, or float
+        embedder.follow(built, folder)  # int8 with the index's calibration or graph, or float
         if built["weights_sha256"] != embedder.weights_sha256:
             raise ArtifactsError(
                 f"The index at {folder} was built with other weights ({built['weights_source']}) than the model "
