@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 
-from recommender import artifacts
+from recommender import artifacts, ort_int8
 from recommender.build import precompute
 from recommender.catalog import CatalogSource
 from recommender.embedder import INPUT_SIZE, Embedder
@@ -42,6 +42,8 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
             artifacts.TEXT_VECTORS,
             artifacts.MAP,
             artifacts.THUMBNAILS,
+            # ONNX Runtime's int8 graph, where the build ran it (auto on x86 CPUs without VNNI)
+            *([ort_int8.GRAPH_FILE] if manifest["model"]["precision"] == "ort-int8" else []),
         ]
     )
     projection = manifest["projection"]
@@ -58,7 +60,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
     assert manifest["model"]["preprocessing"]["pad"].startswith("white") and manifest["model"]["preprocessing"][
         "input_size"
     ] == [224, 168]
-    assert manifest["model"]["precision"] in ("bf16", "fp32", "int8")
+    assert manifest["model"]["precision"] in ("bf16", "fp32", "int8", "ort-int8")
     assert set(manifest["libraries"]) >= {"torch", "timm", "hnswlib"}
     assert len(list((out / "thumbnails").iterdir())) == 47
     positions = np.load(out / artifacts.MAP)  # every item on the embedding map (47 items: principal directions)
