@@ -1,5 +1,5 @@
-"""ONNX Runtime's static int8 of the backbone: the fast path on x86 CPUs without AVX-512 VNNI, where it ran
-1.3x PyTorch's int8 at the same quality (docs/benchmarks.md#real-avx2). The quantized graph is made once,
+"""ONNX Runtime's static int8 of the backbone: the fast path on x86 CPUs without AVX-512 VNNI, where its builds
+ran 1.2-1.3x PyTorch's int8 at the same quality (docs/benchmarks.md#ort-int8). The quantized graph is made once,
 at build time, from the build's calibration photos, and saved in the index: queries run the same graph."""
 
 from __future__ import annotations
