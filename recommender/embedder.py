@@ -32,6 +32,8 @@ INPUT_SIZE = (224, 168)
 # on real photos and on re-framed ones together (docs/experiments.md#real-photos).
 FRAMING_EXPONENT = 0.25
 MAX_SIDE_BEFORE_PAD = WORKING_SIDE
+# torch's feature extractor (normalised input -> last and third-stage maps), or ONNX Runtime's whole pass.
+Backbone = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | ort_int8.OrtModel
 
 
 # int8: PyTorch's x86 int8 (oneDNN's kernels); ort-int8: ONNX Runtime's int8 (ort_int8.py).
@@ -145,6 +147,37 @@ class _Features(torch.nn.Module):
         return m.layer4(mid), mid
 
 
+class _Normalise(torch.nn.Module):
+    """(n, H, W, 3) uint8 pixels -> the model's (n, 3, H, W) float32 input: ToTensor then Normalize, as one
+    multiply-add per channel on a whole batch (channels_last: the pixels' layout seen as (n, 3, H, W)
+    already is, no copy)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1))
+        self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+
+class _Head(torch.nn.Module):
+    """The backbone's maps -> (CNN features: the last stage's unit regional GeM, then the third stage's unit
+    GeM; ImageNet logits). The third stage is what the heads gained most from (docs/experiments.md#embedding)."""
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, deep: torch.Tensor, mid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.cat([regional_gem(deep), torch.nn.functional.normalize(gem_pool(mid), dim=1)], dim=1)
+        return pooled, self.classifier(deep.mean((2, 3)))  # the classifier was trained on averages
+
+
+def _on_host(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(torch.as_tensor(pixels).cpu().numpy())
+
+
 def _release_fx_caches() -> None:
     """FX quantization caches each model it prepares in a process-wide functools.cache, which keeps a
     copy of the float weights alive after conversion (with the node metadata, 170 MB in an app)."""
@@ -202,17 +235,16 @@ class Embedder:
         # ort-int8: the quantized ONNX graph, made by `calibrate` at build or read from the index.
         self.ort_graph: bytes | None = None
         self._calibration: tuple[tuple[str, str], dict] | None = None  # (path, photos' sha256) -> its result
-        self._backbone: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # made on first use
+        # Made on first use: torch's (normalised input -> maps) or ONNX Runtime's whole pass (ort_int8.OrtModel).
+        self._backbone: Backbone | None = None
         config = timm.data.resolve_data_config({}, model=self.model)
         # crop_pct 1.0: the image already has the input's aspect after padding, so nothing may be cropped away.
         config.update(input_size=(3, *input_size), crop_pct=1.0)
         *resize, to_tensor, normalize = timm.data.create_transform(**config).transforms
         assert isinstance(normalize, torchvision.transforms.Normalize), "timm's eval transform changed its layout"
         self.preprocessor = Preprocessor(torchvision.transforms.Compose(resize), input_size[1] / input_size[0])
-        # ToTensor then Normalize, as one multiply-add per channel on the uint8 pixels of a whole batch.
-        mean, std = normalize.mean.float(), normalize.std.float()
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
-        self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
+        self._normalise = _Normalise(normalize.mean.float(), normalize.std.float()).to(self.device)
+        self._head = _Head(self.model.get_classifier())
         self.preprocessing = {
             "trim_background": f"border colour +-{TOLERANCE}",
             "pad": "white, to the input's aspect",
@@ -382,11 +414,11 @@ class Embedder:
     def model_input(self, image: Image.Image, trim: bool = True) -> np.ndarray:
         return self.preprocessor.model_input(image, trim)
 
-    def _make_backbone(self, example: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """The feature extractor in the run precision: ONNX Runtime's session for ort-int8, else
-        TorchScript. Either way a pass runs in C++ without the
-        GIL, where FX's Python graph takes it back for each of its ~170 operations and so, in a busy
-        server, waited behind every Python thread (docs/benchmarks.md#serving-overhead). Floats: traced and
+    def _make_backbone(self, example: torch.Tensor) -> Backbone:
+        """The feature extractor in the run precision: for ort-int8, ONNX Runtime's session of the whole
+        pass (ort_int8.OrtModel); else TorchScript. Either way a pass runs in C++ without the GIL, where
+        FX's Python graph takes it back for each of its ~170 operations and so, in a busy server, waited
+        behind every Python thread (docs/benchmarks.md#serving-overhead). Floats: traced and
         frozen, which folds batch norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16
         autocast's speed, cosine to fp32 >= 0.999 (docs/benchmarks.md#model). int8: FX's conversion with
         the calibrated ranges fixed and weights per channel (it fuses as it converts), traced: the same
@@ -399,7 +431,7 @@ class Embedder:
             if self.precision == "ort-int8":
                 if self.ort_graph is None:
                     raise UserError("ort-int8 needs its graph first: build the index with it, or load one built so.")
-                backbone = ort_int8.OrtBackbone(self.ort_graph, torch.get_num_threads())
+                backbone = ort_int8.OrtModel(self.ort_graph, self._normalise, self._head, torch.get_num_threads())
             elif self.precision == "int8":
                 backbone = torch.jit.trace(self._int8_backbone(example), example)
             else:
@@ -416,6 +448,7 @@ class Embedder:
             if state_dict_sha256(model) != self.weights_sha256:
                 raise WeightsError("The weights file changed while the model was in use; restart to load the new one.")
             self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+            self._head = _Head(self.model.get_classifier())
             self._trunk_released = False
         return self.model
 
@@ -460,35 +493,41 @@ class Embedder:
         the model by patching torch.nn.Module.__call__ process-wide, which breaks any module another
         thread calls meanwhile (a query's resize, the text model) with a NameError."""
         height, width = self.preprocessing["input_size"]
-        self.feature_maps(np.zeros((1, height, width, 3), np.uint8))
+        self.forward(np.zeros((1, height, width, 3), np.uint8))
 
     def feature_maps(self, pixels: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, H, W, 3) uint8 pixels (`model_input`) -> the backbone's last and third-stage feature maps
-        ((n, 2048, 7, 6) and (n, 1024, 14, 11) at 224x168), float32. The pixels are normalised on the
-        model's device."""
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32  # int8 quantizes in the graph
+        ((n, 2048, 7, 6) and (n, 1024, 14, 11) at 224x168), float32 on the model's device."""
         with self._lock, torch.inference_mode():
-            batch = self.normalise(pixels).to(dtype)
-            if self._backbone is None:
-                self._backbone = self._make_backbone(batch)
-            deep, mid = self._backbone(batch)
+            backbone = self._ready_backbone(pixels)
+            if isinstance(backbone, ort_int8.OrtModel):
+                return tuple(torch.from_numpy(m) for m in backbone.maps(_on_host(pixels)))
+            deep, mid = backbone(self.normalise(pixels).to(self._dtype))
             return deep.float(), mid.float()
-
-    def normalise(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(n, H, W, 3) uint8 pixels -> the model's (n, 3, H, W) float32 input on its device, channels_last
-        (the (n, H, W, 3) layout seen as (n, 3, H, W) already is: no copy)."""
-        pixels = torch.as_tensor(pixels).to(self.device, non_blocking=True)
-        return pixels.permute(0, 3, 1, 2).float() * self._scale + self._shift
 
     def forward(self, pixels: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(n, H, W, 3) uint8 pixels -> (CNN features: the last stage's unit regional GeM, then the third
-        stage's unit GeM; ImageNet logits), as float32 numpy. The third stage is what the heads gained most
-        from (docs/experiments.md#embedding)."""
-        maps, mid = self.feature_maps(pixels)
-        with torch.inference_mode():
-            pooled = torch.cat([regional_gem(maps), torch.nn.functional.normalize(gem_pool(mid), dim=1)], dim=1)
-            logits = self.model.get_classifier()(maps.mean((2, 3)))  # the classifier was trained on averages
-        return pooled.cpu().numpy(), logits.cpu().numpy()
+        stage's unit GeM; ImageNet logits), as float32 numpy (_Head)."""
+        with self._lock, torch.inference_mode():
+            backbone = self._ready_backbone(pixels)
+            if isinstance(backbone, ort_int8.OrtModel):  # normalising and pooling run in its graph
+                return backbone(_on_host(pixels))
+            deep, mid = backbone(self.normalise(pixels).to(self._dtype))
+            features, logits = self._head(deep.float(), mid.float())
+            return features.cpu().numpy(), logits.cpu().numpy()
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32  # int8 quantizes in its graph
+
+    def _ready_backbone(self, pixels: np.ndarray | torch.Tensor) -> Backbone:
+        if self._backbone is None:
+            self._backbone = self._make_backbone(self.normalise(pixels[:1]).to(self._dtype))
+        return self._backbone
+
+    def normalise(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(n, H, W, 3) uint8 pixels -> the model's (n, 3, H, W) float32 input on its device, channels_last."""
+        return self._normalise(torch.as_tensor(pixels).to(self.device, non_blocking=True))
 
     def descriptors(self, prepared: Sequence[tuple[np.ndarray | torch.Tensor, np.ndarray]]) -> np.ndarray:
         """Preprocessed (pixels, colour) pairs -> (n, dim) descriptors [features, colour histogram]. The

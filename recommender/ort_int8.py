@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -52,18 +53,8 @@ def quantize(features: torch.nn.Module, calibration: np.ndarray) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         exported, prepared, quantized = (Path(tmp) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice (torch is pinned)
-            torch.onnx.export(
-                features,
-                torch.from_numpy(calibration[:1]),
-                str(exported),
-                input_names=["x"],
-                output_names=["deep", "mid"],
-                dynamic_axes={"x": {0: "n"}, "deep": {0: "n"}, "mid": {0: "n"}},
-                dynamo=False,
-                opset_version=OPSET,
-            )
+        graph = _exported(features, (torch.from_numpy(calibration[:1]),), ["x"], ["deep", "mid"])
+        exported.write_bytes(graph.SerializeToString())
         quant_pre_process(str(exported), str(prepared))  # shapes and folded constants, as the tool asks
         quantize_static(
             str(prepared),
@@ -79,18 +70,75 @@ def quantize(features: torch.nn.Module, calibration: np.ndarray) -> bytes:
         return quantized.read_bytes()
 
 
-class OrtBackbone:
-    """The int8 graph in an ONNX Runtime session: a (n, 3, H, W) float32 batch -> the last and third
-    stage's feature maps, as the float backbone returns them. A pass runs in C++ without the GIL."""
+class OrtModel:
+    """A whole forward pass in one ONNX Runtime session: the index's int8 backbone with the Embedder's float
+    normalising before it and its pooling and classifier after it, so that nothing runs in torch around a
+    pass (torch's thread pool and ONNX Runtime's taking turns on the same cores cost a one-photo query a
+    quarter of its time: docs/benchmarks.md#ort-int8). A pass runs in C++ without the GIL."""
 
-    def __init__(self, graph: bytes, threads: int) -> None:
+    def __init__(self, backbone: bytes, normalise: torch.nn.Module, head: torch.nn.Module, threads: int) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        graph = _whole(backbone, normalise, head)
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        deep, mid = self.session.run(None, {"x": batch.detach().cpu().contiguous().numpy()})
-        return torch.from_numpy(deep).to(batch.device), torch.from_numpy(mid).to(batch.device)
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, H, W, 3) uint8 pixels -> (pooled CNN features, ImageNet logits), float32."""
+        features, logits = self.session.run(["out/features", "out/logits"], {"in/pixels": pixels})
+        return features, logits
+
+    def maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, H, W, 3) uint8 pixels -> the backbone's last and third-stage feature maps, float32."""
+        deep, mid = self.session.run(["deep", "mid"], {"in/pixels": pixels})
+        return deep, mid
+
+
+def _whole(backbone: bytes, normalise: torch.nn.Module, head: torch.nn.Module) -> bytes:
+    """pixels -> normalise -> the int8 backbone (x -> deep, mid) -> head -> (features, logits), one graph
+    that also outputs the maps. Made when a session starts rather than stored: the index keeps only the
+    quantized backbone, whose checksum the manifest records."""
+    import onnx
+    from onnx import compose
+
+    inner = onnx.load_from_string(backbone)
+    (x,) = inner.graph.input
+    (_, channels, height, width), maps = _dims(x), inner.graph.output
+    first = _exported(normalise, (torch.zeros(1, height, width, channels, dtype=torch.uint8),), ["pixels"], ["x"])
+    last = _exported(head, tuple(torch.zeros(1, *_dims(m)[1:]) for m in maps), ["deep", "mid"], ["features", "logits"])
+    for outer in (first, last):  # merged graphs must agree on the format's version and the operator sets
+        outer.ir_version = inner.ir_version
+        del outer.opset_import[:]
+        outer.opset_import.extend(inner.opset_import)
+    # Prefixed (in/, out/): the exporter names its constants alike in every graph.
+    whole = compose.merge_models(compose.add_prefix(first, "in/"), inner, io_map=[("in/x", "x")])
+    into_head = [("deep", "out/deep"), ("mid", "out/mid")]
+    whole = compose.merge_models(whole, compose.add_prefix(last, "out/"), io_map=into_head)
+    whole.graph.output.extend(maps)
+    return whole.SerializeToString()
+
+
+def _dims(value) -> list[int | str]:
+    return [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def _exported(module: torch.nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]):
+    """A float torch module -> its ONNX model, the batch dimension left free."""
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices (torch is pinned)
+        torch.onnx.export(
+            module.eval(),
+            example,
+            buffer,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "n"} for name in inputs + outputs},
+            dynamo=False,
+            opset_version=OPSET,
+        )
+    return onnx.load_from_string(buffer.getvalue())

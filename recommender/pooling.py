@@ -47,7 +47,8 @@ def _averaging(height: int, width: int) -> torch.Tensor:
 def regional_gem(maps: torch.Tensor) -> torch.Tensor:
     """(n, c, h, w) -> (n, c) unit vectors: the sum of the unit GeM vectors of every region. All regions
     in one matrix product (4x faster than slicing region by region)."""
-    averaging = _averaging(*maps.shape[2:]).to(maps.device, maps.dtype)  # the maps may live on a GPU
+    # int(): a graph export traces the map's sides as tensors; they are fixed by the input size.
+    averaging = _averaging(int(maps.shape[2]), int(maps.shape[3])).to(maps.device, maps.dtype)  # maps may be on a GPU
     means = maps.clamp(min=1e-6).pow(GEM_P).flatten(2) @ averaging  # (n, c, regions)
     per_region = torch.nn.functional.normalize(means.pow(1.0 / GEM_P), dim=1)
     return torch.nn.functional.normalize(per_region.sum(2), dim=1)

@@ -78,17 +78,19 @@ class TextEncoder:
         return {"source": self.source, "sha256": self.sha256, "dim": DIM, "pooling": "mean", "max_tokens": MAX_TOKENS}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), 384) unit float32 vectors. Batches are formed by length, so short texts are not
-        padded to long ones; fp32, which ran faster than bf16 autocast on the CPUs measured
+        """(len(texts), 384) unit float32 vectors. Each distinct text is read once (a catalog repeats a
+        quarter of its texts: the same name and labels). Batches are formed by length, so short texts
+        are not padded to long ones; fp32, which ran faster than bf16 autocast on the CPUs measured
         (docs/experiments.md#text-search)."""
         torch = self._torch
-        out = np.zeros((len(texts), DIM), np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        distinct = list(dict.fromkeys(texts))
+        out = np.zeros((len(distinct), DIM), np.float32)
+        order = np.argsort([len(t) for t in distinct], kind="stable")
         with self._lock, torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(distinct), self.batch_size):
                 chosen = order[start : start + self.batch_size]
                 batch = self.tokenizer(
-                    [texts[i] for i in chosen],
+                    [distinct[i] for i in chosen],
                     padding=True,
                     truncation=True,
                     max_length=MAX_TOKENS,
@@ -98,7 +100,8 @@ class TextEncoder:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[chosen] = torch.nn.functional.normalize(pooled, dim=1).float().cpu().numpy()
-        return out
+        row = {text: i for i, text in enumerate(distinct)}
+        return out[[row[text] for text in texts]].reshape(len(texts), DIM)
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

@@ -49,6 +49,11 @@ def test_int8_descriptors_stay_close_to_fp32(real_weights, path):
         assert recorded["int8"]["qparams"] and "ort_int8" not in recorded
     else:
         assert recorded["ort_int8"]["sha256"] == ort_int8.sha256(int8.ort_graph) and "int8" not in recorded
+        # Its session runs the normalising and pooling too (one graph): as torch runs them on its maps.
+        with torch.inference_mode():
+            features, logits = int8._head(*int8.feature_maps(queries))
+        assert np.abs(fast - features.numpy()).max() < 1e-5
+        assert np.abs(int8.forward(queries)[1] - logits.numpy()).max() < 1e-3
 
 
 @pytest.fixture(scope="module", params=PATHS)

@@ -107,6 +107,10 @@ def test_the_text_model_is_the_real_minilm(text_encoder):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
     # batches by length give the same vectors as one at a time
     np.testing.assert_allclose(vectors[1], text_encoder.encode_one("crimson high-heeled shoes"), atol=1e-5)
+    # a repeated text (a catalog's same name and labels) is read once and given to every row that has it
+    repeated = text_encoder.encode(["red heels", "a leather wallet for men", "red heels"])
+    np.testing.assert_allclose(repeated, vectors[[0, 2, 0]], atol=1e-5)
+    assert text_encoder.encode([]).shape == (0, DIM)
 
 
 def test_search_by_words_puts_what_the_words_name_first(rec):
