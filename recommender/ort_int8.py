@@ -1,6 +1,7 @@
 """ONNX Runtime's static int8 of the backbone: the fast path on x86 CPUs without AVX-512 VNNI, where its builds
 ran 1.2-1.3x PyTorch's int8 at the same quality (docs/benchmarks.md#ort-int8). The quantized graph is made once,
-at build time, from the build's calibration photos, and saved in the index: queries run the same graph."""
+at build time, from the build's calibration photos, and saved in the index: queries run the same graph, with
+the Embedder's normalising and pooling spliced around it so that a whole pass is one session's (OrtModel)."""
 
 from __future__ import annotations
 
