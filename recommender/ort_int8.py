@@ -101,7 +101,7 @@ def _whole(backbone: bytes, normalise: torch.nn.Module, head: torch.nn.Module) -
     """pixels -> normalise -> the int8 backbone (x -> deep, mid) -> head -> (features, logits), one graph
     that also outputs the maps. Made when a session starts rather than stored: the index keeps only the
     quantized backbone, whose checksum the manifest records. The outer graphs' nodes are spliced into the
-    backbone's graph in place (onnx.compose copies the 24 MB graph at each merge: 130 MB more in an app)."""
+    backbone's graph in place (onnx.compose copies the 24 MB graph at each merge: ~100 MB more at an app's peak)."""
     import onnx
     from onnx import compose
 
