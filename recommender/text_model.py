@@ -101,7 +101,7 @@ class TextEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[chosen] = torch.nn.functional.normalize(pooled, dim=1).float().cpu().numpy()
         row = {text: i for i, text in enumerate(distinct)}
-        return out[[row[text] for text in texts]].reshape(len(texts), DIM)
+        return out[[row[text] for text in texts]]
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
