@@ -17,7 +17,9 @@ import torch
 
 GRAPH_FILE = "backbone-int8.onnx"
 OPSET = 17
-CALIBRATION_BATCH = 16
+# One photo per calibration pass: the calibration session's arena grows with the batch (gigabytes at 16),
+# while the ranges, a min / max over every photo, give the same graph byte for byte (docs/benchmarks.md#ort-int8).
+CALIBRATION_BATCH = 1
 
 
 def available() -> bool:

@@ -162,3 +162,29 @@ def test_the_int8_backbone_is_traced_with_fx_conversions_outputs_bit_for_bit(rea
     with torch.inference_mode():
         traced, converted = embedder._backbone(batch), embedder._int8_backbone(batch)(batch)
     assert all(torch.equal(a, b) for a, b in zip(traced, converted))
+
+
+class _TwoMaps(torch.nn.Module):
+    """A backbone's shape in miniature: x -> (last stage, the stage before it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Conv2d(8, 16, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mid = torch.relu(self.first(x))
+        return torch.relu(self.second(mid)), mid
+
+
+@pytest.mark.skipif(not ort_int8_supported(CPU), reason="needs onnxruntime")
+def test_ort_calibration_one_photo_at_a_time_gives_the_batched_graph_byte_for_byte(monkeypatch):
+    # One photo per pass keeps a build's peak gigabytes lower; the ranges are a min / max over all the photos,
+    # so the graph (and every index built with it) must not depend on how they were batched.
+    torch.manual_seed(0)
+    model = _TwoMaps().eval()
+    calibration = np.random.default_rng(0).standard_normal((12, 3, 32, 24), dtype=np.float32)
+    assert ort_int8.CALIBRATION_BATCH == 1
+    one_at_a_time = ort_int8.quantize(model, calibration)
+    monkeypatch.setattr(ort_int8, "CALIBRATION_BATCH", 4)
+    assert ort_int8.quantize(model, calibration) == one_at_a_time
+    assert ort_int8.quantize(model, calibration[:6]) != one_at_a_time  # other photos, other ranges

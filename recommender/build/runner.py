@@ -20,6 +20,7 @@ from ..catalog import CatalogSource
 from ..embedder import INT8_CALIBRATION_IMAGES, INT8_PATHS, Embedder
 from ..errors import UserError
 from ..images import load_image
+from ..runtime import release_freed_memory
 from ..text_model import TextEncoder
 from .decode import (
     Prepared,
@@ -213,6 +214,7 @@ def precompute(
     timings = embed_catalog(
         source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
     )
+    release_freed_memory()  # the embedding's freed buffers, handed back before the fitting's peak
     skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
     if unlisted := source.unlisted_images():
         skipped_source["image without a styles.csv row"] = unlisted
