@@ -22,7 +22,6 @@ from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import WORKING_SIDE, ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
-from .runtime import release_freed_memory
 from .weights import load_model, state_dict_sha256
 
 # (height, width): 224 px high, 3:4 like the catalog photos: 1.32x faster than a 224 px square at the
@@ -372,7 +371,6 @@ class Embedder:
         key = (self.build_precision, hashlib.sha256(np.ascontiguousarray(pixels)).hexdigest())
         if self._calibration is None or self._calibration[0] != key:
             self._calibration = (key, self._calibrated(pixels))
-            release_freed_memory()  # the calibration's scratch, handed back before the embedding
         self._set_precision(key[0], **self._calibration[1])
 
     def _calibrated(self, pixels: np.ndarray) -> dict:

@@ -206,6 +206,7 @@ def precompute(
     embedder.detail_side = source.typical_side()
     if embedder.build_precision in INT8_PATHS:
         calibrate_int8(source, embedder)
+        release_freed_memory()  # the calibration's scratch, handed back before the embedding
     work = out.with_name(out.name + ".partial")
     key = _work_key(source, embedder, text_encoder, shard_size=shard_size, batch_size=batch_size)
     open_work(work, key)
