@@ -441,6 +441,13 @@ class Embedder:
         self._release_float_trunk()
         return backbone
 
+    def release_backbone(self) -> None:
+        """Let the backbone go (ONNX Runtime's session with its arena, or the traced module) until the next
+        pass makes it again from the float weights or the int8 graph: a build drops it before its fitting,
+        whose peak is the build's at full catalog size (docs/benchmarks.md#build-memory)."""
+        with self._lock:
+            self._backbone = None
+
     def float_model(self) -> torch.nn.Module:
         """The eager float ResNet50, reloaded from the weights if a backbone released its trunk."""
         if self._trunk_released:

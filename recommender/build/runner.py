@@ -215,7 +215,11 @@ def precompute(
     timings = embed_catalog(
         source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
     )
-    release_freed_memory()  # the embedding's freed buffers, handed back before the fitting's peak
+    # The models are not needed until the next pass: their weights and ONNX Runtime's arena go back, with
+    # the embedding's freed buffers, before the fitting, the build's peak at full catalog size.
+    embedder.release_backbone()
+    text_encoder.release()
+    release_freed_memory()
     skipped_source = {k: list(v) for k, v in source.skipped.reasons.items()}
     if unlisted := source.unlisted_images():
         skipped_source["image without a styles.csv row"] = unlisted
