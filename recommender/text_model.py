@@ -53,7 +53,7 @@ class TextEncoder:
         self, folder: str | os.PathLike | None = None, batch_size: int = 64, device: str | object | None = None
     ) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -65,15 +65,16 @@ class TextEncoder:
             if not (path / MODEL_FILE).is_file():
                 raise WeightsError(f"No text model at {path} ({MODEL_FILE} missing); {OFFLINE_HINT}.")
         self.sha256 = file_sha256(path / MODEL_FILE)
+        self._path = path
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
             self.device = torch.device(device or "cpu")
-            self._model: torch.nn.Module | None = AutoModel.from_pretrained(str(path)).eval().to(self.device)
+            self._model: torch.nn.Module | None = self._read_model()
         except Exception as exc:  # a folder that is not a BERT-style model: many exception types, one meaning
             raise WeightsError(
                 f"The folder {path} is not a text model transformers can load ({type(exc).__name__}); {OFFLINE_HINT}."
             ) from None
-        self.source, self.batch_size, self._torch, self._path = source, batch_size, torch, path
+        self.source, self.batch_size, self._torch = source, batch_size, torch
         self._lock = threading.Lock()  # one tokenizer, many request threads
 
     def release(self) -> None:
@@ -85,12 +86,15 @@ class TextEncoder:
     def _loaded(self) -> torch.nn.Module:
         """The model, loaded again if `release` let it go (the same file, or a clear error)."""
         if self._model is None:
-            from transformers import AutoModel
-
             if file_sha256(self._path / MODEL_FILE) != self.sha256:
                 raise WeightsError("The text model's file changed while it was in use; restart to load the new one.")
-            self._model = AutoModel.from_pretrained(str(self._path)).eval().to(self.device)
+            self._model = self._read_model()
         return self._model
+
+    def _read_model(self) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(str(self._path)).eval().to(self.device)
 
     def describe(self) -> dict:
         """For the manifest: an index is only searched with the text model that built it."""
