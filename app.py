@@ -18,29 +18,35 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 from gradio.data_classes import FileData
+from starlette.middleware import Middleware
 
-from recommender.cli import add_model_options, run_cli
-from recommender.embedder import PRECISIONS
+from recommender.build.starter import build_starter_index
+from recommender.cli import add_model_options, add_precision_option, run_cli
 from recommender.runtime import configure_runtime
 from recommender.serve.service import MAP_COLOURS, Profile, Service
 from recommender.serve.startup import open_index
 from recommender.serve.ui import (
     EDITOR_SIDE,
     SHARED,
+    BodyLimit,
+    GuardedBlocks,
     SharedAnswers,
+    answer_busy_politely,
     article_label,
+    bound_uploads,
     details_markdown,
     edited_photo,
-    file_path,
     for_editor,
     gallery,
     guarded,
+    image_argument,
     photo_reference,
     pixels_key,
     result_choices,
     served,
 )
 from recommender.serve.url_fetch import URLFetcher
+from recommender.settings import Settings
 from recommender.vocabulary import ALL, INSIGHT_COLUMNS, TITLES
 
 ROOT = Path(__file__).resolve().parent
@@ -54,6 +60,18 @@ CSS = (
 )
 GALLERY_LABEL = "Most similar (select one for more like it)"
 WORDS_HINT = "Optional: change what you see, e.g. “in black”, “for women”, “without laces”"
+# What a stranger can make the public link hold: uploads up to this size (Gradio refuses larger ones with
+# a sentence naming it), requests waiting beyond the queue's size get "busy, try again", and every file
+# uploaded or made for a visitor is deleted an hour at most after it was written.
+MAX_UPLOAD = "20mb"
+QUEUE_SIZE = 64
+WORKERS = 8
+DELETE_CACHE = (600, 3000)  # (every 10 minutes, files older than 50 minutes)
+UPLOADS_CAP = 2 * 1024**3  # and past 2 GB of uploads the oldest go first (bound_uploads)
+# Any other request body: an API call's arguments are a few kB (words at most 2,000 characters); an MCP
+# call may carry a 20 MB photo inline as base64.
+MAX_BODY = 1024**2
+BODY_LIMITS = {"/gradio_api/upload": None, "/gradio_api/mcp": 28 * 1024**2}
 CROP_HINT = (
     "More than one item in the photo? Crop it to one: the editor's image tool, then its crop tool, then *Confirm crop*."
 )
@@ -86,7 +104,7 @@ def build_app(service: Service, examples: list[str] | None = None, canvas_side: 
     """The layout and its wiring; every function it calls lives in recommender/. `canvas_side`: the photo
     editors' (`photo_editor`)."""
     photo_answers = SharedAnswers()
-    with gr.Blocks(title="Fashion look-alike finder") as demo:
+    with GuardedBlocks(title="Fashion look-alike finder", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# Fashion look-alike finder\nUpload a photo of a clothing item or accessory, paste an image URL or "
             "describe what you want in words: see what it is and the most similar products from the catalog."
@@ -363,7 +381,8 @@ def build_app(service: Service, examples: list[str] | None = None, canvas_side: 
             """Classification and the k most similar catalog items for a photo, optionally changed by words.
 
             Args:
-                image: the photo (JPEG, PNG, WebP or GIF).
+                image: the photo: an uploaded file (JPEG, PNG, WebP, GIF, AVIF or HEIC), an http(s) URL or a
+                    catalog product id.
                 k: how many results, 1 to 100.
                 gender: only items of this gender ("All" for any).
                 master_category: only items of this category, e.g. "Apparel" ("All" for any).
@@ -373,7 +392,7 @@ def build_app(service: Service, examples: list[str] | None = None, canvas_side: 
             """
             return served(
                 service.recommend(
-                    file_path(image),
+                    image_argument(image, service),
                     k,
                     text,
                     gender=gender,
@@ -455,8 +474,13 @@ def build_app(service: Service, examples: list[str] | None = None, canvas_side: 
             )
 
         def classify(image: FileData) -> dict:
-            """Per attribute, the top-3 labels with confidences."""
-            return service.classify(file_path(image))
+            """Per attribute, the top-3 labels with confidences.
+
+            Args:
+                image: the photo: an uploaded file (JPEG, PNG, WebP, GIF, AVIF or HEIC), an http(s) URL or a
+                    catalog product id.
+            """
+            return service.classify(image_argument(image, service))
 
         def browse(
             gender: str = ALL,
@@ -484,24 +508,16 @@ def build_app(service: Service, examples: list[str] | None = None, canvas_side: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = os.environ.get
+    settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", type=Path, default=Path(env("RECOMMENDER_INDEX", ROOT / "artifacts" / "index")))
+    parser.add_argument("--index", type=Path, default=settings.index or ROOT / "artifacts" / "index")
     add_model_options(parser)
+    add_precision_option(parser, "the index's (int8 or ort-int8, or the fastest float one here)")
+    parser.add_argument("--share", action="store_true", default=settings.share, help="public link")
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=env("RECOMMENDER_PRECISION", "auto"),
-        help="the model's path; auto: the index's (int8 or ort-int8, or the fastest float one here)",
-    )
-    parser.add_argument("--share", action="store_true", default=env("RECOMMENDER_SHARE", "") == "1", help="public link")
-    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument(
-        "--no-mcp",
-        action="store_true",
-        default=env("RECOMMENDER_NO_MCP", "") == "1",
-        help="do not serve the endpoints as MCP tools",
+        "--no-mcp", action="store_true", default=settings.no_mcp, help="do not serve the endpoints as MCP tools"
     )
     args = parser.parse_args(argv)
     configure_runtime()
@@ -509,28 +525,57 @@ def main(argv: list[str] | None = None) -> int:
     # event unless told otherwise: 5-10 ms holding the GIL per request, for a dashboard this app does not
     # enable (docs/benchmarks.md#serving-overhead). Once every 1,000 events instead.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    # It also keeps that table's last 10,000 events: the server's RSS climbed ~8 KB a request until then
+    # (+21 MB over 2,700 requests; +1 MB keeping 1,000, plenty for the queue's wait estimates;
+    # docs/benchmarks.md#hostile-soak).
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 
-    # Test/load runs only: exact non-public addresses (e.g. 127.0.0.1) the URL fetcher may reach.
-    allowed = frozenset(a for a in env("RECOMMENDER_TEST_ALLOW_ADDRESSES", "").split(",") if a)
-    service = Service(URLFetcher(allow_addresses=allowed))
-    repo = env("RECOMMENDER_INDEX_REPO")  # a Hub dataset repo holding a built artifacts directory
+    service = Service(URLFetcher(allow_addresses=settings.test_allow_addresses))
 
     if (
-        run_cli(lambda: open_index(service, args.index, SAMPLE, args.weights, args.text_model, repo, args.precision))
+        run_cli(
+            lambda: open_index(
+                service,
+                args.index,
+                SAMPLE,
+                args.weights,
+                args.text_model,
+                settings.index_repo,
+                args.precision,
+                build_starter=lambda: build_starter_index(
+                    args.index, SAMPLE, args.weights, args.text_model, args.precision
+                ),
+            )
+        )
         is None
     ):
         return 2
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
-    demo = build_app(service, examples)
-    demo.queue(default_concurrency_limit=8).launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        allowed_paths=[str(args.index.resolve() / "thumbnails"), str(SAMPLE)],
-        mcp_server=not args.no_mcp,
-        css=CSS,
-    )
+    launch(build_app(service, examples), args.index, args.host, args.port, args.share, not args.no_mcp)
     return 0
+
+
+def launch(
+    demo: gr.Blocks, index: Path, host: str, port: int | None, share: bool = False, mcp: bool = True, block: bool = True
+) -> gr.Blocks:
+    """Serve `demo` with the public link's bounds (the one launch the app and its tests share); `block`:
+    False returns once it serves (tests)."""
+    demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
+    answer_busy_politely(demo)
+    bound_uploads(demo, UPLOADS_CAP)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=[str(index.resolve() / "thumbnails"), str(SAMPLE)],
+        max_file_size=MAX_UPLOAD,
+        app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=MAX_BODY, limits=BODY_LIMITS)]},
+        mcp_server=mcp,
+        css=CSS,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+    return demo
 
 
 # glibc malloc settings, read only at process start (hence the re-exec below). MALLOC_ARENA_MAX=2: each

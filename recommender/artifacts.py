@@ -3,21 +3,22 @@ verification at load."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from .errors import ArtifactsError
-from .serve.index import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
-
-if TYPE_CHECKING:
-    from .heads import Heads
-    from .search_space import SearchSpace
+from .files import sha256_file
+from .hnsw import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
 
 # 4: text vectors (text_vectors.npy, text_model), the embedding map (map.npy); an older index is rebuilt.
 SCHEMA_VERSION = 4
@@ -33,21 +34,6 @@ METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
 CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS, MAP)
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def thumbnails_digest(folder: Path) -> tuple[int, str]:
@@ -83,29 +69,29 @@ def make_manifest(
     source: dict,
     params: dict,
     timings: dict,
-    heads: Heads,
-    space: SearchSpace,
-    space_train_s: float,
+    heads: dict,
+    projection: dict,
     map_info: dict,
     count: int,
     feature_dim: int,
     dim: int,
     skipped: dict[str, list],
 ) -> dict:
-    """The manifest of a finished build (`write_manifest` adds the schema, date and checksums)."""
+    """The manifest of a finished build (`write_manifest` adds the schema, date and checksums); `heads`
+    and `projection`: the fitted parts' descriptions."""
     return {
         "model": model,
         "text_model": dict(text_model, catalog_text="name. gender colour articleType usage"),
         "dim": dim,
         "feature_dim": feature_dim,
-        "projection": dict(space.info, train_s=space_train_s),
+        "projection": projection,
         "map": map_info,
         "count": count,
         "source": source,
         "build": dict(
             params, hnsw={"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef": HNSW_EF}, **timings
         ),
-        "heads": heads.describe(),
+        "heads": heads,
         "skipped": {"counts": {k: len(v) for k, v in skipped.items()}, "items": skipped},
         "libraries": library_versions(),
     }
@@ -123,6 +109,7 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     """The manifest, after checking that every file is there and unchanged; one sentence if not."""
     rebuild = f"rebuild it with `python scripts/precompute.py --source SRC --out {folder}`"
     if not (folder / MANIFEST).is_file():
+        check_published(folder)
         if folder.with_name(folder.name + ".partial").is_dir():
             raise ArtifactsError(
                 f"The index at {folder} is still being built; wait for precompute to finish (or rerun it to resume)."
@@ -156,13 +143,141 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     return manifest
 
 
-def publish(staging: Path, final: Path) -> None:
-    """Move a finished staging directory to its final name so that no reader ever sees half of it."""
-    old = final.with_name(f"{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+def versions_of(final: Path) -> Path:
+    """Where the published versions of the directory `final` live; `final` is a link to one of them."""
+    return final.with_name(final.name + ".versions")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2)  # AT_FDCWD, RENAME_EXCHANGE
+    except (OSError, AttributeError):
+        return False
+    return done == 0
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def _link(final: Path, version: Path) -> Path:
+    """A new symbolic link beside `final` to `version` (relative, so the pair can be moved together)."""
+    link = final.with_name(final.name + ".link")
+    _remove(link)
+    os.symlink(os.path.relpath(version, final.parent), link)
+    return link
+
+
+def publish(staging: Path, final: Path) -> Path:
+    """Make the finished directory `staging` what `final` names, in one atomic step: it becomes a version
+    in `final.versions/`, and `final`, a symbolic link, is turned to it by one rename. A reader, or a kill
+    at any moment, finds the old directory or the new one, never none; older versions are then removed
+    (a process still reading one keeps its open files)."""
+    versions = versions_of(final)
+    versions.mkdir(parents=True, exist_ok=True)
+    version = versions / f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}"
+    os.replace(staging, version)
+    link = _link(final, version)
+    if final.is_dir() and not final.is_symlink():  # a directory from before versions (or a copy): swapped whole
+        if not _exchange(link, final):
+            # No atomic exchange on this file system: for a moment `final` is missing, which readers
+            # report (check_published) and the next publish or precompute completes (recover).
+            os.replace(final, version.with_name(version.name + ".old"))
+            os.replace(link, final)
+    else:
+        os.replace(link, final)
+    _sync_folder(final.parent)
+    for old in versions.iterdir():
+        if old != version:
+            _remove(old)
+    _remove(link)  # the swapped-out directory, if there was one
+    return version
+
+
+def half_published(final: Path) -> Path | None:
+    """The newest complete version when `final` itself is missing (a publish stopped half-way), else None."""
+    if final.exists() or final.is_symlink():
+        return None
+    versions = versions_of(final)
+    done = sorted(
+        v for v in (versions.iterdir() if versions.is_dir() else ()) if (v / MANIFEST).is_file() and v.suffix != ".old"
+    )
+    return done[-1] if done else None
+
+
+def check_published(final: Path) -> None:
+    """One sentence if `final` was left half-published, instead of a reader taking it for missing."""
+    if half_published(final) is not None:
+        raise ArtifactsError(
+            f"The index at {final} was left half-published by a build that stopped; rerun the same "
+            "precompute command (it finishes publishing first)."
+        )
+
+
+def recover(final: Path) -> bool:
+    """Finish a publish that stopped half-way: `final` linked to the newest complete version."""
+    version = half_published(final)
+    if version is None:
+        return False
+    os.replace(_link(final, version), final)
+    print(f"Finished publishing {final}, which a stopped build had left half-published.", flush=True)
+    return True
+
+
+@contextmanager
+def build_lock(final: Path) -> Iterator[None]:
+    """One build at a time on `final` (a lock the system drops when the process ends, however it ends)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(final.name + ".lock")
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ArtifactsError(
+                f"Another build is writing {final} (process {holder}); wait for it to finish or use another --out."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing drops the lock
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextmanager
+def disk_full_as_sentence(what: str) -> Iterator[None]:
+    """A full disk (or a file-size limit) while writing becomes one sentence: what to do, and that a rerun
+    resumes."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ArtifactsError(
+            f"The disk is full{where} while writing {what}; free some space and rerun the same command: "
+            "it resumes from the last complete shard."
+        ) from None
 
 
 def download_from_hub(repo_id: str, dest: Path, repo_type: str = "dataset") -> Path:

@@ -8,22 +8,15 @@ OpenMP teams on the same cores spin against each other."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
 
+from .settings import DEFAULT_QUERY_BATCH
+
 In = TypeVar("In")
-
-DEFAULT_MAX_BATCH = 16  # the build's CPU batch: the model's best measured images/s
-
-
-def max_batch_from_env() -> int:
-    """RECOMMENDER_QUERY_BATCH (1: each query alone, as a baseline to measure against)."""
-    value = os.environ.get("RECOMMENDER_QUERY_BATCH", "")
-    return max(1, int(value)) if value.strip().isdigit() else DEFAULT_MAX_BATCH
 
 
 class _Job(Generic[In]):
@@ -40,7 +33,7 @@ class QueryBatcher(Generic[In]):
     """`batcher(item)` -> `run([item, ...])[i]` for this caller's item, computed together with whatever
     other threads asked meanwhile."""
 
-    def __init__(self, run: Callable[[Sequence[In]], np.ndarray], max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, run: Callable[[Sequence[In]], np.ndarray], max_batch: int = DEFAULT_QUERY_BATCH) -> None:
         self.run = run
         self.max_batch = max(1, max_batch)
         self._pending: list[_Job[In]] = []

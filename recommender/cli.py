@@ -4,11 +4,11 @@ models' options."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable, TypeVar
 
 from .errors import UserError
+from .settings import PRECISIONS, Settings
 
 T = TypeVar("T")
 
@@ -33,17 +33,25 @@ def run_main(main: Callable[[], int]) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser, text: bool = True) -> None:
     """--weights (and --text-model): the models' local files, defaulting to the environment, then the Hub."""
+    settings = Settings.from_env()
     parser.add_argument(
         "--weights",
-        default=os.environ.get("RECOMMENDER_WEIGHTS"),
+        default=settings.weights,
         help="ResNet50 weights file (.safetensors/.pth); default: $RECOMMENDER_WEIGHTS, then the Hub",
     )
     if text:
         parser.add_argument(
             "--text-model",
-            default=os.environ.get("RECOMMENDER_TEXT_MODEL"),
+            default=settings.text_model,
             help="all-MiniLM-L6-v2 folder; default: $RECOMMENDER_TEXT_MODEL, then the Hub",
         )
+
+
+def add_precision_option(parser: argparse.ArgumentParser, auto: str) -> None:
+    """--precision, the model's path (`auto`: what auto means for this command)."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=Settings.from_env().precision, help=f"the model's path; auto: {auto}"
+    )
 
 
 def model_options(args: argparse.Namespace) -> list[str]:

@@ -17,11 +17,13 @@ import torchvision
 from PIL import Image
 
 from . import ort_int8
-from .batching import QueryBatcher, max_batch_from_env
+from .batching import QueryBatcher
 from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import WORKING_SIDE, ImageInput, load_image, pad_to_aspect
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
+from .runtime import bf16_supported
+from .settings import PRECISIONS, Settings
 from .weights import load_model, state_dict_sha256
 
 # (height, width): 224 px high, 3:4 like the catalog photos: 1.32x faster than a 224 px square at the
@@ -37,7 +39,6 @@ Backbone = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | ort_int
 
 
 # int8: PyTorch's x86 int8 (oneDNN's kernels); ort-int8: ONNX Runtime's int8 (ort_int8.py).
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "ort-int8")
 INT8_PATHS = ("int8", "ort-int8")
 # Catalog photos whose activations set int8's ranges: the first ones of the catalog being built.
 INT8_CALIBRATION_IMAGES = 128
@@ -69,16 +70,6 @@ def choose_precision(device: torch.device) -> str:
 def float_precision(device: torch.device) -> str:
     """bf16 where the hardware has it, else fp32: the same descriptors within 0.001 of cosine."""
     return "bf16" if bf16_supported(device) else "fp32"
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 pays off where the hardware has native bf16 (AVX-512 BF16/AMX on CPU, Ampere+ GPUs)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _bounded(image: Image.Image) -> Image.Image:
@@ -260,7 +251,7 @@ class Embedder:
         # One forward pass at a time: two requests sharing 2 cores only slow each other down and double
         # peak memory (a dedicated model thread was slower: two OpenMP teams spin against each other).
         self._lock = threading.Lock()
-        self._queries = QueryBatcher(self.descriptors, max_batch_from_env())
+        self._queries = QueryBatcher(self.descriptors, Settings.from_env().query_batch)
 
     @property
     def detail_side(self) -> int | None:

@@ -7,8 +7,8 @@ import hashlib
 
 import numpy as np
 
+from .hnsw import top_k
 from .rowfile import RowFile
-from .serve.index import top_k
 
 # The layout is fitted on at most this many items (chosen by a hash of the id) and every other item is
 # placed into it: cost bounded whatever the catalog's size.

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from .augment import rephotograph
 from .heads import Heads
+from .hnsw import top_k
 from .images import load_image
 from .metadata import Metadata
-from .serve.index import top_k
 from .serve.ranking import POOL, promote_closest
 
 if TYPE_CHECKING:

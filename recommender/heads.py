@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embedder import bf16_supported
 from .rowfile import CHUNK_ROWS
+from .runtime import bf16_supported
 from .split import heldout_mask, training_sample
 from .vocabulary import HEAD_COLUMNS
 

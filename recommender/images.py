@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Union
 
@@ -16,10 +18,28 @@ from .errors import ImageError
 
 ImageInput = Union[Image.Image, str, os.PathLike, bytes, bytearray, np.ndarray]
 
+try:  # HEIC/HEIF, what iPhones send: a plugin with its own libheif in the wheel
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF = True
+except ImportError:  # pragma: no cover - the app works without it, and says which formats it reads
+    HEIF = False
+
+# The formats Pillow may parse, checked from the file's first bytes before any parser runs: what cameras,
+# phones and the web send. Everything else (EPS runs Ghostscript, PSD, FITS, ICO, TIFF...) is refused
+# unread, as Pillow's advisory GHSA-whj4-6x5x-4v2j recommends. MPO is the JPEG many phone cameras write.
+Image.init()  # every plugin registered, so that the list below names only formats this Pillow reads
+FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF", "HEIF") if f in Image.OPEN)
+FORMAT_NAMES = "a JPEG, PNG, WebP, GIF, AVIF" + (" or HEIC photo" if "HEIF" in FORMATS else " photo")
 # A 60x80 catalog photo is 4,800 px and a phone photo ~12-50 MP; anything larger is refused before
 # decoding so a "decompression bomb" cannot exhaust memory.
 MAX_PIXELS = 50_000_000
 MAX_BYTES = 10 * 1024 * 1024
+# Photos over this many pixels decode two at a time: each holds up to ~250 MB while it is decoded and
+# shrunk (a 16-bit 50 MP PNG), so eight at once would need 2 GB; the rest decode freely.
+LARGE_PIXELS = 16_000_000
+_large_decodes = threading.BoundedSemaphore(2)
 # The most any step uses of a photo: the model's preprocessing shrinks it to this side before anything
 # else, the editor's canvas is smaller still, and a catalog thumbnail is 256 pixels.
 WORKING_SIDE = 1024
@@ -28,11 +48,11 @@ WHITE = (255, 255, 255)
 
 def _open(data: bytes, max_side: int | None) -> Image.Image:
     if not data:
-        raise ImageError("The file is empty; upload a JPEG, PNG, WebP or GIF photo.")
+        raise ImageError(f"The file is empty; upload {FORMAT_NAMES}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = img.size  # read from the header, before any pixel is decoded
             if width * height > MAX_PIXELS:
                 raise ImageError(
@@ -45,7 +65,9 @@ def _open(data: bytes, max_side: int | None) -> Image.Image:
                 # photo in a quarter of the time, still at least max_side on its longer side.
                 scale = max_side / max(width, height)
                 img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-            img.load()
+            with _large_decodes if width * height > LARGE_PIXELS else nullcontext():
+                img.load()
+                img = _shrink(img, max_side)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -54,11 +76,37 @@ def _open(data: bytes, max_side: int | None) -> Image.Image:
             "send a smaller photo."
         ) from None
     except UnidentifiedImageError:
-        raise ImageError(
-            "The file is not an image this service can read; send a JPEG, PNG, WebP or GIF photo."
-        ) from None
+        raise ImageError(f"The file is not an image this service can read; send {FORMAT_NAMES}.") from None
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageError("The image file is damaged or truncated; send the complete photo again.") from None
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit grayscale scaled to 8 bits (instead of clipping everything above 255 to white), a band
+    of rows at a time: a 50 MP image never exists as one float (or even one 16-bit) array."""
+    peak = float(img.getextrema()[1] or 0)
+    scale = np.float32(255.0 / peak) if peak > 255 else np.float32(1.0)
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    for top in range(0, height, 256):
+        band = np.asarray(img.crop((0, top, width, min(height, top + 256))), dtype=np.float32)
+        out[top : top + 256] = (band * scale).clip(0, 255)
+    return Image.fromarray(out)
+
+
+def _shrink(img: Image.Image, max_side: int | None) -> Image.Image:
+    """A photo at least twice `max_side` reduced by a whole factor (box filter, fast, little memory),
+    keeping at least `max_side`: what JPEG's decode-time scaling does, for every other format."""
+    if max_side is None or max(img.size) < 2 * max_side:
+        return img
+    info = img.info
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        img = _to_8bit(img)
+    elif img.mode in ("P", "1"):
+        img = img.convert("RGBA" if img.mode == "P" else "L")
+    img = img.reduce(max(img.size) // max_side)
+    img.info.update(info)  # the EXIF orientation still applies
     return img
 
 
@@ -67,10 +115,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     converted to 8-bit RGB."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits instead of clipping everything above 255 to white.
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.size and arr.max() > 255 else 255
-        img = Image.fromarray((arr * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
+        img = _to_8bit(img)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from .images import MAX_PIXELS
+
+if TYPE_CHECKING:  # torch is imported only where it is used: configure_runtime must run before it loads
+    import torch
 
 
 def configure_runtime(build: bool = False) -> None:
@@ -36,3 +40,15 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 pays off where the hardware has native bf16 (AVX-512 BF16/AMX on CPU, Ampere+ GPUs)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

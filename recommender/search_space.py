@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embedder import bf16_supported
 from .foreground import COLOUR_BINS
 from .heads import Heads, training_device
 from .rowfile import RowFile, row_chunks
+from .runtime import bf16_supported
 from .split import heldout_mask, training_sample
 
 TASKS = ("articleType", "gender", "baseColour", "subCategory", "usage")

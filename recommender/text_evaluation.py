@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from .hnsw import top_k
 from .images import load_image
-from .serve.index import top_k
 from .words import catalog_text, tokens
 
 if TYPE_CHECKING:

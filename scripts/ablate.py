@@ -30,12 +30,12 @@ from recommender.embedder import INPUT_SIZE, Embedder
 from recommender.evaluation import leave_one_out_precision, shopper_photo
 from recommender.foreground import COLOUR_BINS
 from recommender.heads import Heads
+from recommender.hnsw import top_k
 from recommender.images import load_image
 from recommender.metadata import Metadata
 from recommender.pooling import gem_pool, regional_gem
 from recommender.runtime import configure_runtime
 from recommender.search_space import SearchSpaceSettings, _unit, fit_search_space
-from recommender.serve.index import top_k
 from recommender.serve.ranking import POOL, promote_closest
 from recommender.split import heldout_mask
 

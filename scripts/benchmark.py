@@ -1,8 +1,13 @@
 """Speed and memory, side by side in one run (medians over repeats; this machine is noisy).
 
     python scripts/benchmark.py --index DIR --data ../shared/data/fashion-dev --out bench.json [--weights PATH]
-                                [--text-model DIR] [--path-rows 2000] [--paths-only]
-                                [--scale 1000000] [--fit-sizes 44072,200000] [--scale-only]
+                                [--text-model DIR] [--paths] [--path-rows 600] [--paths-only]
+                                [--scale [1000000]] [--fit-sizes 44072,200000] [--scale-only]
+
+By default it answers in minutes what a user asks first: search and words latency, the embed stage
+against a naive loop, and the model's default path against fp32. --paths measures every path this CPU
+runs; --scale adds the long studies (a synthetic 44k index, the fitting stages at --fit-sizes, an HNSW of
+N vectors: about half an hour on 2 cores).
 
 Measures: precompute throughput of the real pipeline vs a naive per-image fp32 loop on the same images; query
 latency of Recommender.search, of HNSW alone and of exact brute force; index build time and app peak RSS for
@@ -347,7 +352,7 @@ def index_scale(index: Path, weights: str | None, text_model: str | None) -> dic
     """Build time and app peak RSS (both models, the index and the text vectors) for the real catalog
     and a synthetic full-size one."""
     from recommender import artifacts
-    from recommender.serve.index import build_hnsw
+    from recommender.hnsw import build_hnsw
 
     real = np.load(index / artifacts.EMBEDDINGS)
     out = {}
@@ -423,7 +428,8 @@ def cpu_info() -> dict:
 def available_paths() -> list[str]:
     import torch
 
-    from recommender.embedder import bf16_supported, int8_supported, ort_int8_supported
+    from recommender.embedder import int8_supported, ort_int8_supported
+    from recommender.runtime import bf16_supported
 
     cpu = torch.device("cpu")
     # With the kernels capped below AVX-512, bf16 would run emulated: that machine has no bf16 path.
@@ -498,18 +504,36 @@ def path_stage(args: argparse.Namespace, stage: str, name: str, folder: Path) ->
 
 
 def model_paths(args: argparse.Namespace) -> dict:
-    """Every path this CPU runs, side by side in one run, and the one `auto` picks."""
+    """The path `auto` picks against fp32 (--paths: every path this CPU runs), side by side in one run."""
     import torch
 
     from recommender.embedder import choose_precision
 
+    default = choose_precision(torch.device("cpu"))
+    names = available_paths() if args.paths or args.paths_only else list(dict.fromkeys([default, "fp32"]))
     paths = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in available_paths():
+        for name in names:
             folder = Path(tmp) / name
             paths[name] = path_child(args, "build", name, folder) | path_child(args, "measure", name, folder)
             print(json.dumps({name: paths[name]}), flush=True)
-    return {"cpu": cpu_info(), "default_path": choose_precision(torch.device("cpu")), "paths": paths}
+    return {"cpu": cpu_info(), "default_path": default, "paths": paths}
+
+
+def scale_studies(args: argparse.Namespace, precompute: dict) -> dict:
+    """--scale: a synthetic 44k index and its app RSS, the fitting stages, the HNSW simulation, and from
+    them the whole 44k precompute's time and the text model's share of it."""
+    out: dict = {"index": index_scale(args.index, args.weights, args.text_model)}
+    out["rss_mb"] = out["index"]["synthetic_44k"]["rss_mb"]
+    out["scale"] = scale(args)
+    fit = out["fit_44k"] = out["scale"]["fit"][f"{FULL_CATALOG // 1000}k"]
+    # The whole 44k precompute: every forward pass at the measured rate of the embed stage (which
+    # includes each product's text through the text model), then fitting, then the index.
+    embed_s = (fit["items"] + fit["views"]) / precompute["forward_img_s"]
+    text_s = precompute["text_model_share"] * embed_s
+    out["full_catalog_precompute_min"] = round((embed_s + fit["wall_s"]) / 60, 1)
+    out["text_share_of_44k_precompute"] = round(text_s / (embed_s - text_s + fit["wall_s"]), 4)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -518,13 +542,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     add_model_options(parser)
-    parser.add_argument("--images", type=int, default=512, help="images for the throughput comparison")
+    parser.add_argument("--images", type=int, default=256, help="images for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--path-rows", type=int, default=2000, help="catalog rows each model path builds")
+    parser.add_argument("--path-rows", type=int, default=600, help="catalog rows each model path builds")
+    parser.add_argument("--paths", action="store_true", help="every model path this CPU runs (default: auto and fp32)")
     parser.add_argument("--paths-only", action="store_true", help="only the model's paths (and the CPU)")
     parser.add_argument(
-        "--scale", type=int, default=1_000_000, help="vectors in the HNSW simulation (0: none)", metavar="N"
+        "--scale",
+        type=int,
+        nargs="?",
+        const=1_000_000,
+        metavar="N",
+        help="the long studies, with an HNSW of N vectors (default 1,000,000; 0: none)",
     )
     parser.add_argument(
         "--fit-sizes", default=f"{FULL_CATALOG},200000", help="synthetic catalog sizes the fitting stages run at"
@@ -550,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    if args.scale_only and args.scale is None:
+        args.scale = 1_000_000
     if args.paths_only or args.scale_only:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(model_paths(args) if args.paths_only else {"scale": scale(args)}, indent=1))
@@ -562,21 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     result["precompute"] = precompute_throughput(args)
     print(json.dumps(result["precompute"]), flush=True)
     result |= model_paths(args)
-    result["index"] = index_scale(args.index, args.weights, args.text_model)
-    result["rss_mb"] = result["index"]["synthetic_44k"]["rss_mb"]
-    result["scale"] = scale(args)
-    fit = result["fit_44k"] = result["scale"]["fit"][f"{FULL_CATALOG // 1000}k"]
-    # The whole 44k precompute: every forward pass at the measured rate of the embed stage (which
-    # includes each product's text through the text model), then fitting, then the index.
-    embed_s = (fit["items"] + fit["views"]) / result["precompute"]["forward_img_s"]
-    text_s = result["precompute"]["text_model_share"] * embed_s
-    fitting_s = fit["wall_s"]
-    result["full_catalog_precompute_min"] = round((embed_s + fitting_s) / 60, 1)
-    result["text_share_of_44k_precompute"] = round(text_s / (embed_s - text_s + fitting_s), 4)
+    if args.scale is not None:
+        result |= scale_studies(args, result["precompute"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     p, s = result["precompute"], result
-    index, fit = s["index"], s["fit_44k"]
     rows = [
         ("precompute, real pipeline, catalog items", f"{p['pipeline_img_s']} img/s ({p['speedup']}x naive)"),
         (
@@ -587,36 +609,6 @@ def main(argv: list[str] | None = None) -> int:
         ("Recommender.search p50 / p95", f"{s['search_ms']['p50']:.1f} / {s['search_ms']['p95']:.1f} ms"),
         ("HNSW alone p50 / p95", f"{s['hnsw_ms']['p50']:.3f} / {s['hnsw_ms']['p95']:.3f} ms"),
         (f"exact brute force p50 ({s['catalog']} items)", f"{s['exact_ms']['p50']:.2f} ms"),
-        (
-            f"index build, real {index['real']['items']} / synthetic 44k",
-            f"{index['real']['build_s']} / {index['synthetic_44k']['build_s']} s",
-        ),
-        ("app peak RSS, real / synthetic 44k", f"{index['real']['rss_mb']} / {index['synthetic_44k']['rss_mb']} MB"),
-        *[
-            (
-                f"fitting at {name} synthetic items + {f['views']} views: heads / search space + projection / "
-                "map / index; all; peak RSS",
-                f"{f['heads_s']} / {f['search_space_and_projection_s']} / {f['map_s']} / {f['index_build_s']} s; "
-                f"{f['wall_s']} s; {f['peak_rss_mb']} MB",
-            )
-            for name, f in s["scale"]["fit"].items()
-        ],
-        *(
-            [
-                (
-                    f"HNSW of {h['items']:,} synthetic vectors: build / index / app peak RSS / query p50 / recall@10",
-                    f"{h['build_s']} s / {h['index_mb']} MB / {h['rss_mb']} MB / {h['query_ms_p50']} ms / "
-                    f"{h['recall@10']}",
-                )
-                for h in [s["scale"]["hnsw_1m"]]
-            ]
-            if s["scale"].get("hnsw_1m")
-            else []
-        ),
-        (
-            "whole 44k precompute (forward passes and texts at the rate above + fitting + index)",
-            f"{s['full_catalog_precompute_min']} min",
-        ),
         (
             "Recommender.search_text p50 / p95",
             f"{s['text_search_ms']['p50']:.1f} / {s['text_search_ms']['p95']:.1f} ms",
@@ -630,12 +622,50 @@ def main(argv: list[str] | None = None) -> int:
             "words at 44k: exact scan with constraints / HNSW walk p50",
             f"{s['text_scan_44k_ms']['p50']:.2f} / {s['text_hnsw_44k_ms']['p50']:.3f} ms",
         ),
-        (
-            "text model on catalog texts, fp32 (shipped) / bf16 autocast; what it adds to the 44k precompute",
-            f"{s['text_model_catalog_texts_s']} / {s['text_model_catalog_texts_s_bf16']} texts/s; "
-            f"+{100 * s['text_share_of_44k_precompute']:.1f}%",
-        ),
     ]
+    if "scale" in s:
+        index = s["index"]
+        rows += [
+            (
+                f"index build, real {index['real']['items']} / synthetic 44k",
+                f"{index['real']['build_s']} / {index['synthetic_44k']['build_s']} s",
+            ),
+            (
+                "app peak RSS, real / synthetic 44k",
+                f"{index['real']['rss_mb']} / {index['synthetic_44k']['rss_mb']} MB",
+            ),
+            *[
+                (
+                    f"fitting at {name} synthetic items + {f['views']} views: heads / search space + projection / "
+                    "map / index; all; peak RSS",
+                    f"{f['heads_s']} / {f['search_space_and_projection_s']} / {f['map_s']} / {f['index_build_s']} s; "
+                    f"{f['wall_s']} s; {f['peak_rss_mb']} MB",
+                )
+                for name, f in s["scale"]["fit"].items()
+            ],
+            *(
+                [
+                    (
+                        f"HNSW of {h['items']:,} synthetic vectors: build / index / app peak RSS / query p50 / "
+                        "recall@10",
+                        f"{h['build_s']} s / {h['index_mb']} MB / {h['rss_mb']} MB / {h['query_ms_p50']} ms / "
+                        f"{h['recall@10']}",
+                    )
+                    for h in [s["scale"]["hnsw_1m"]]
+                ]
+                if s["scale"].get("hnsw_1m")
+                else []
+            ),
+            (
+                "whole 44k precompute (forward passes and texts at the rate above + fitting + index)",
+                f"{s['full_catalog_precompute_min']} min",
+            ),
+            (
+                "text model on catalog texts, fp32 (shipped) / bf16 autocast; what it adds to the 44k precompute",
+                f"{s['text_model_catalog_texts_s']} / {s['text_model_catalog_texts_s_bf16']} texts/s; "
+                f"+{100 * s['text_share_of_44k_precompute']:.1f}%",
+            ),
+        ]
     cpu = s["cpu"]
     rows += [
         (

@@ -122,7 +122,7 @@ def synthetic_vectors(index: Path, path: Path, items: int, seed: int = 0, spread
 HNSW_BUILD_CHILD = r"""
 import json, sys, time
 from recommender.rowfile import RowFile
-from recommender.serve.index import build_hnsw
+from recommender.hnsw import build_hnsw
 t0 = time.perf_counter()
 index = build_hnsw(RowFile(sys.argv[1]))  # as a build does: one insertion thread, a chunk at a time
 build_s = time.perf_counter() - t0

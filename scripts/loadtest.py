@@ -1,7 +1,7 @@
 """Drive the app with concurrent clients of its HTTP API and check every answer.
 
     python scripts/loadtest.py --index DIR [--weights PATH] [--text-model DIR] --clients 32 --requests 2000 [--url URL]
-                               [--query-batch 1,16]
+                               [--query-batch 1,16] [--hostile 0.1 --max-seconds 600 --memory-cap 3000]
 
 Without --url it starts `app.py` on a free loopback port (and a local image server for the URL
 endpoint, allowed through the test-only RECOMMENDER_TEST_ALLOW_ADDRESSES=127.0.0.1). Requests mix
@@ -15,20 +15,30 @@ The summary gives both processes' CPU seconds, so a run whose generator was the 
 
 --query-batch 1,16 runs the same load against a server for each largest query batch in turn (1: every
 photo through the model alone, the unbatched baseline) and reports them side by side, with the ratio of
-image queries per second (uploads, URLs and classifications: the requests that run the model)."""
+image queries per second (uploads, URLs and classifications: the requests that run the model).
+
+--hostile FRACTION runs the same checked load twice against one server, first clean, then with that
+share of every client's requests hostile (a stranger's: server paths, FileData outside the uploads or
+by URL, header drips and endless bodies from a loopback server, 49 MP and 16-bit images, maximum-size and
+oversize uploads, EPS/PSD files, 10 MB words), and reports normal errors and p95 of both phases, whether
+every hostile request got its sentence within its deadline, RSS growth after warm-up and the size of
+Gradio's upload folder. --memory-cap MB starts the server in a memory cgroup of that size."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import http.server
+import io
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -49,8 +59,29 @@ SAMPLE_IMAGES = sorted((SAMPLE / "images").glob("*.jpg"))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """The sample's files, and two misbehaving answers for the hostile clients: a header dripped a byte
+    at a time (no read ever times out) and an endless body with no length."""
+
     def log_message(self, *args) -> None:  # thousands of requests: no line each
         pass
+
+    def do_GET(self) -> None:
+        if self.path not in ("/drip-headers", "/endless"):
+            return super().do_GET()
+        self.close_connection = True
+        try:
+            if self.path == "/drip-headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                for _ in range(600):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            else:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n")
+                while True:
+                    self.wfile.write(b"\xff" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 class ImageServer:
@@ -88,15 +119,23 @@ class GradioHTTP:
         return httpx.Client(base_url=url.rstrip("/") + "/gradio_api/", timeout=120, limits=limits)
 
     def upload(self, path: Path) -> dict:
-        """A local file sent as an upload, as an endpoint's file argument."""
-        with path.open("rb") as f:
-            response = self.http.post("upload", files={"files": (path.name, f, "image/jpeg")})
+        """A local file sent as an upload, as an endpoint's file argument (AppError with the app's sentence
+        if the upload is refused)."""
+        return self.upload_bytes(path.name, path.read_bytes())
+
+    def upload_bytes(self, name: str, data: bytes) -> dict:
+        """Bytes sent as an uploaded file named `name`."""
+        response = self.http.post("upload", files={"files": (name, data, "image/jpeg")})
+        if response.status_code in (400, 413):
+            raise AppError(response.text)
         response.raise_for_status()
         return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
 
     def call(self, endpoint: str, *args):
         """The endpoint's output for `args` (every parameter, in order); AppError with the app's sentence."""
         response = self.http.post(f"call/{endpoint}", json={"data": list(args), "session_hash": self.session})
+        if response.status_code in (413, 503):  # a body over the limit, a full queue: the app's sentence
+            raise AppError(response.json().get("detail", response.text))
         response.raise_for_status()
         event_id = response.json()["event_id"]
         event = None
@@ -116,6 +155,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+RSS_EVERY_S = 30.0
 
 
 def rss_mb(pid: int) -> float:
@@ -215,6 +257,139 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             yield kind, browse
 
 
+FILE = {"_type": "gradio.FileData"}
+FILTERS = (5, "All", "All", "All", "All")  # k, gender, category, article type, sub-category
+# A hostile request's deadline: URL fetches have the fetcher's 10 s, the rest answer at once (queueing
+# behind normal requests included).
+URL_DEADLINE_S, DEADLINE_S = 20.0, 12.0
+
+
+def hostile_files(folder: Path) -> dict[str, Path]:
+    """The hostile uploads, made once: 49 MP 16-bit PNG, a JPEG padded to just under the upload limit, one
+    over it, EPS and PSD files."""
+    from PIL import Image
+
+    def save(name: str, data: bytes) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    ramp = np.tile(np.linspace(0, 65535, 7000, dtype=np.uint16), (7000, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, "PNG")
+    photo = SAMPLE_IMAGES[0].read_bytes()
+    eps = io.BytesIO()
+    Image.open(SAMPLE_IMAGES[0]).convert("RGB").save(eps, "EPS")
+    psd = b"8BPS\x00\x01" + b"\x00" * 6 + b"\x00\x03" + (80).to_bytes(4, "big") + (60).to_bytes(4, "big")
+    return {
+        "png16_49mp": save("sixteen.png", buffer.getvalue()),
+        "max_size": save("max.jpg", photo + b"\0" * (20 * 1024 * 1024 - 4096 - len(photo))),
+        "oversize": save("over.jpg", photo + b"\0" * (21 * 1024 * 1024)),
+        "eps": save("photo.eps", eps.getvalue()),
+        "psd": save("photo.psd", psd + b"\x00\x08\x00\x03" + b"\x00" * 64),
+    }
+
+
+def expect_sentence(call, *patterns: str) -> str | None:
+    """None if `call` was refused with a sentence containing one of `patterns`, else what went wrong."""
+    try:
+        call()
+    except AppError as exc:
+        text = str(exc)
+        if "Traceback" in text or not any(p in text for p in patterns):
+            return f"unexpected answer: {text[:160]}"
+        return None
+    return "accepted"
+
+
+def make_hostile(rng: random.Random, files: dict[str, Path], server: ImageServer):
+    """An endless mix of (kind, deadline, callable(client) -> problem or None) of what strangers send."""
+    not_read = "files on the server are not read"
+
+    def unique(name: str) -> tuple[str, bytes]:
+        """A hostile file made distinct (Gradio keeps one copy of identical uploads; a stranger would not
+        send identical ones)."""
+        return files[name].name, files[name].read_bytes() + os.urandom(16)
+
+    kinds = {
+        "bare_path": lambda c: expect_sentence(lambda: c.call("classify", "/etc/passwd"), not_read),
+        "missing_path": lambda c: expect_sentence(lambda: c.call("classify", "/nonexistent/x.jpg"), not_read),
+        "filedata_outside": lambda c: expect_sentence(
+            lambda: c.call("recommend_image", {"path": str(SAMPLE_IMAGES[0]), "meta": FILE}, *FILTERS, ""), not_read
+        ),
+        "filedata_url": lambda c: expect_sentence(
+            lambda: c.call("classify", {"path": server.url("/drip-headers"), "meta": FILE}),
+            "within 10 seconds",
+            "too many image URLs",
+        ),
+        "header_drip": lambda c: expect_sentence(
+            lambda: c.call("recommend_url", server.url("/drip-headers"), *FILTERS, ""),
+            "within 10 seconds",
+            "too many image URLs",
+        ),
+        "endless_body": lambda c: expect_sentence(
+            lambda: c.call("recommend_url", server.url("/endless"), *FILTERS, ""),
+            "larger than 10 MB",
+            "too many image URLs",
+        ),
+        "png16_49mp": lambda c: (
+            None if c.call("classify", c.upload_bytes(*unique("png16_49mp"))).get("articleType") else "no answer"
+        ),
+        "max_size_upload": lambda c: (
+            None if c.call("classify", c.upload_bytes(*unique("max_size"))).get("articleType") else "no answer"
+        ),
+        "oversize_upload": lambda c: expect_sentence(
+            lambda: c.upload_bytes(*unique("oversize")), "maximum allowed size"
+        ),
+        "eps": lambda c: expect_sentence(lambda: c.call("classify", c.upload_bytes(*unique("eps"))), "not an image"),
+        "psd": lambda c: expect_sentence(lambda: c.call("classify", c.upload_bytes(*unique("psd"))), "not an image"),
+        "words_10mb": lambda c: expect_sentence(
+            lambda: c.call("recommend_text", "a" * 10_000_000, *FILTERS), "keep it under 2,000", "larger than 1 MB"
+        ),
+    }
+    weights = {"header_drip": 0.5, "filedata_url": 0.5, "endless_body": 0.5, "png16_49mp": 0.5}
+    names = list(kinds)
+    while True:
+        name = rng.choices(names, [weights.get(n, 1.0) for n in names])[0]
+        deadline = URL_DEADLINE_S if name in ("header_drip", "endless_body", "filedata_url") else DEADLINE_S
+        yield name, deadline, kinds[name]
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20 if path.is_dir() else 0.0
+
+
+class MemoryCap:
+    """A memory cgroup (v2, else v1) of `mb` for the server, with its peak usage; None where the system
+    offers none."""
+
+    def __init__(self, mb: int) -> None:
+        self.limit = mb * 2**20
+        v2 = Path("/sys/fs/cgroup")
+        if (v2 / "cgroup.controllers").is_file():
+            self.folder, self.limit_file, self.peak_file = v2 / f"loadtest-{os.getpid()}", "memory.max", "memory.peak"
+        else:
+            self.folder = v2 / "memory" / f"loadtest-{os.getpid()}"
+            self.limit_file, self.peak_file = "memory.limit_in_bytes", "memory.max_usage_in_bytes"
+        self.folder.mkdir()
+        (self.folder / self.limit_file).write_text(str(self.limit))
+
+    def enter(self) -> None:
+        """In the child, before exec: join the cgroup."""
+        (self.folder / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_mb(self) -> float:
+        try:
+            return int((self.folder / self.peak_file).read_text()) / 2**20
+        except (OSError, ValueError):
+            return float("nan")
+
+    def close(self) -> None:
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
@@ -231,10 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--query-batch", help="comma-separated largest query batches to serve with, side by side (1: unbatched)"
     )
+    parser.add_argument("--hostile", type=float, default=0.0, help="share of hostile requests, after a clean phase")
+    parser.add_argument("--clean-seconds", type=float, help="the clean phase's length with --hostile (--max-seconds)")
+    parser.add_argument("--memory-cap", type=int, help="MB: start the server in a memory cgroup of this size")
     args = parser.parse_args(argv)
     read_manifest(args.index, verify=False)  # one sentence if there is no index
-    if args.query_batch and args.url:
-        raise UserError("--query-batch starts its own servers; leave out --url.")
+    if (args.query_batch or args.memory_cap) and args.url:
+        raise UserError("--query-batch and --memory-cap start their own servers; leave out --url.")
+    if not 0 <= args.hostile < 1:
+        raise UserError("--hostile is a share of the requests, from 0 to below 1 (e.g. 0.1).")
     batches = [int(b) for b in args.query_batch.split(",") if b.strip()] if args.query_batch else [None]
     code, summaries = 0, {}
     for batch in batches:
@@ -257,26 +437,58 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
-    """One load run, against `args.url` or a server started here (with `query_batch` if given)."""
+    """One load run, against `args.url` or a server started here (with `query_batch` if given); with
+    --hostile, a clean phase and a hostile one against the same server."""
     metadata = Metadata.load(args.index / "metadata.json")
-    with ImageServer() as image_server:
-        server = None
+    with ImageServer() as image_server, tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
+        uploads = Path(scratch) / "gradio"  # the server's upload folder, measured at the end
+        server, cap = None, None
         url = args.url
         if url is None:
             port = free_port()
-            env = dict(os.environ, RECOMMENDER_TEST_ALLOW_ADDRESSES="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
+            env = dict(
+                os.environ,
+                RECOMMENDER_TEST_ALLOW_ADDRESSES="127.0.0.1",
+                GRADIO_ANALYTICS_ENABLED="False",
+                GRADIO_TEMP_DIR=str(uploads),
+            )
             if query_batch is not None:
                 env["RECOMMENDER_QUERY_BATCH"] = str(query_batch)
             cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
             cmd += model_options(args)
-            server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cap = MemoryCap(args.memory_cap) if args.memory_cap else None
+            server = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=cap.enter if cap else None
+            )
             url = f"http://127.0.0.1:{port}/"
         try:
-            return run(args, url, server, metadata, image_server, query_batch)
+            if not args.hostile:
+                return run(args, url, server, metadata, image_server, query_batch, uploads)
+            files = hostile_files(Path(scratch))
+            clean_code, clean = run(
+                args, url, server, metadata, image_server, query_batch, uploads, seconds=args.clean_seconds
+            )
+            if not clean:
+                return clean_code, {}
+            code, hostile = run(
+                args, url, server, metadata, image_server, query_batch, uploads, hostile=args.hostile, files=files
+            )
+            summary = {
+                "clean": clean,
+                "hostile": hostile,
+                "normal_p95_ratio": round(hostile["normal_latency_ms"]["p95"] / clean["normal_latency_ms"]["p95"], 2),
+                "memory_cap_mb": args.memory_cap,
+                "memory_peak_mb": round(cap.peak_mb(), 1) if cap else None,
+            }
+            print(json.dumps({k: v for k, v in summary.items() if k not in ("clean", "hostile")}))
+            return max(clean_code, code), summary
         finally:
             if server is not None:
                 server.terminate()
                 server.wait(timeout=30)
+            if cap is not None:
+                cap.close()
+            shutil.rmtree(uploads, ignore_errors=True)
 
 
 def run(
@@ -286,8 +498,13 @@ def run(
     metadata: Metadata,
     image_server: ImageServer,
     query_batch: int | None,
+    uploads: Path,
+    seconds: float | None = None,
+    hostile: float = 0.0,
+    files: dict[str, Path] | None = None,
 ) -> tuple[int, dict]:
-    """(1 on any error or missing answer else 0, the summary)."""
+    """(1 on any error or missing answer else 0, the summary). `hostile`: the share of requests drawn
+    from make_hostile(`files`), each checked for its sentence within its deadline."""
     deadline = time.monotonic() + 180
     while True:  # wait for the app to answer
         try:
@@ -303,13 +520,16 @@ def run(
             time.sleep(1)
     rng = random.Random(0)
     requests = make_requests(rng, metadata, image_server)
+    strangers = make_hostile(random.Random(1), files, image_server) if hostile else None
+    hostile_latencies: dict[str, list[float]] = defaultdict(list)
+    hostile_problems: list[str] = []
     lock = threading.Lock()
     latencies: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []
     counter = {"sent": 0}
     rss = {}
     series: dict[int, float] = {}
-    stop_at = time.monotonic() + args.max_seconds
+    stop_at = time.monotonic() + (seconds or args.max_seconds)
     pool = GradioHTTP.pool(url, connections=2 * args.clients)  # a call holds two connections: its post and its stream
 
     def worker() -> None:
@@ -320,7 +540,11 @@ def run(
                     return
                 counter["sent"] += 1
                 n = counter["sent"]
-                kind, call = next(requests)
+                stranger = strangers is not None and rng.random() < hostile
+                if stranger:
+                    kind, deadline, call = next(strangers)
+                else:
+                    kind, call = next(requests)
                 if n == args.warmup and server is not None:
                     rss["after_warmup"] = rss_mb(server.pid)
                 if server is not None and n % max(1, args.requests // 10) == 0:
@@ -332,9 +556,16 @@ def run(
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             elapsed = time.perf_counter() - t0
             with lock:
-                latencies[kind].append(elapsed)
-                if problem:
-                    failures.append(f"{kind}: {problem}")
+                if stranger:
+                    hostile_latencies[kind].append(elapsed)
+                    if not problem and elapsed > deadline:
+                        problem = f"answered in {elapsed:.1f} s, past its {deadline:.0f} s deadline"
+                    if problem:
+                        hostile_problems.append(f"{kind}: {problem}")
+                else:
+                    latencies[kind].append(elapsed)
+                    if problem:
+                        failures.append(f"{kind}: {problem}")
 
     if server is not None:
         rss["start"] = rss_mb(server.pid)
@@ -342,10 +573,19 @@ def run(
     own_cpu_start = time.process_time()
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
-    for t in threads:
+    by_second: dict[int, float] = {}
+    finished = threading.Event()
+
+    def sample_rss() -> None:  # a time series too: a run bounded by --max-seconds may never reach the request marks
+        while not finished.wait(RSS_EVERY_S):
+            by_second[round(time.perf_counter() - started)] = round(rss_mb(server.pid), 1)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True) if server is not None else None
+    for t in threads + ([sampler] if sampler else []):
         t.start()
     for t in threads:
         t.join()
+    finished.set()
     wall = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu_start
     pool.close()
@@ -375,15 +615,38 @@ def run(
             for k, v in sorted(latencies.items())
         },
         "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        "upload_folder_mb": round(folder_mb(uploads), 1),
     }
+    everything = [x for v in latencies.values() for x in v]
+    if everything:
+        summary["normal_latency_ms"] = {
+            "p50": round(1e3 * statistics.median(everything), 1),
+            "p95": round(1e3 * float(np.percentile(everything, 95)), 1),
+        }
+    if strangers is not None:
+        summary["hostile"] = {
+            "share": hostile,
+            "requests": sum(len(v) for v in hostile_latencies.values()),
+            "problems": len(hostile_problems),
+            "first_problems": hostile_problems[:10],
+            "latency_ms": {
+                k: {"n": len(v), "p50": round(1e3 * statistics.median(v), 1), "max": round(1e3 * max(v), 1)}
+                for k, v in sorted(hostile_latencies.items())
+            },
+        }
     if "after_warmup" in rss:
         summary["rss_growth_after_warmup_mb"] = round(rss["end"] - rss["after_warmup"], 1)
+    if by_second:
+        summary["rss_by_second_mb"] = by_second
+        half = min(by_second, key=lambda t: abs(t - wall / 2))
+        summary["rss_growth_second_half_by_time_mb"] = round(rss["end"] - by_second[half], 1)
     if series:
         summary["rss_by_request_mb"] = series
         half = min(series, key=lambda n: abs(n - args.requests // 2))
         summary["rss_growth_second_half_mb"] = round(rss["end"] - series[half], 1)
     print(json.dumps(summary, indent=1))
-    return (1 if failures or done < args.requests else 0), summary
+    finished = done >= args.requests or time.monotonic() > stop_at
+    return (1 if failures or hostile_problems or not finished else 0), summary
 
 
 if __name__ == "__main__":

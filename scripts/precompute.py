@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import sys
 from pathlib import Path
 
 from recommender.build.shards import SHARD_SIZE
 from recommender.catalog import DEFAULT_SOURCE, CatalogSource
-from recommender.cli import add_model_options, run_cli
+from recommender.cli import add_model_options, add_precision_option, run_cli
 from recommender.errors import UserError
 from recommender.runtime import configure_runtime
 
@@ -31,12 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="artifacts directory to create (replaced atomically)")
     parser.add_argument("--limit", type=int, help="only the first N catalog rows")
     add_model_options(parser)
-    parser.add_argument(
-        "--precision",
-        default=os.environ.get("RECOMMENDER_PRECISION", "auto"),
-        choices=("auto", "fp32", "bf16", "int8", "ort-int8"),
-        help="the model's path; auto: the fastest this hardware runs at equal quality (int8 on x86 CPUs: "
-        "PyTorch's with AVX-512 VNNI, ONNX Runtime's (ort-int8) without)",
+    add_precision_option(
+        parser,
+        "the fastest this hardware runs at equal quality (int8 on x86 CPUs: PyTorch's with AVX-512 VNNI, ONNX "
+        "Runtime's (ort-int8) without)",
     )
     parser.add_argument(
         "--batch-size", type=int, help="default: the fastest measured for the device (16 on a CPU, 128 on a GPU)"
@@ -62,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     configure_runtime(build=True)  # before torch loads (the imports below)
+    # Over a file-size limit (ulimit -f) a write fails like one on a full disk, with its sentence, instead
+    # of the signal killing the build.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     def run() -> dict:
         from recommender.build import precompute

@@ -61,9 +61,8 @@ def measure(rec: Recommender, canvas_side: int | None, photos: dict[int, list[Pa
         return recommend(image, *args, **kwargs)
 
     service.recommend = noted
-    demo = app_module.build_app(service, canvas_side=canvas_side)
-    demo.queue(default_concurrency_limit=8).launch(
-        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, css=app_module.CSS
+    demo = app_module.launch(
+        app_module.build_app(service, canvas_side=canvas_side), rec.folder, "127.0.0.1", None, block=False
     )
     out = {}
     try:

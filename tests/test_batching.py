@@ -118,8 +118,7 @@ def test_the_embedder_batches_concurrent_queries_to_the_same_descriptors(embedde
 
 
 @pytest.mark.parametrize("value, expected", [("", 16), ("1", 1), ("8", 8), ("x", 16)])
-def test_query_batch_size_from_the_environment(monkeypatch, value, expected):
-    from recommender.batching import max_batch_from_env
+def test_query_batch_size_from_the_environment(value, expected):
+    from recommender.settings import Settings
 
-    monkeypatch.setenv("RECOMMENDER_QUERY_BATCH", value)
-    assert max_batch_from_env() == expected
+    assert Settings.from_env({"RECOMMENDER_QUERY_BATCH": value}).query_batch == expected

@@ -170,3 +170,52 @@ def test_pad_to_aspect_centres_on_white_without_cropping():
     )
     exact = Image.new("RGB", (60, 80))
     assert pad_to_aspect(exact, 0.75) is exact
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "ICO", "EPS", "PPM", "TGA"])
+def test_formats_outside_the_allow_list_are_refused_unparsed(fmt, monkeypatch):
+    """Pillow reads dozens of formats (EPS runs Ghostscript); only the allowed ones' parsers ever run."""
+    from PIL import EpsImagePlugin
+
+    data = encode(Image.open(PHOTO).convert("RGB"), fmt)
+
+    def never(self):
+        raise AssertionError("the EPS parser ran")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", never)
+    with pytest.raises(ImageError, match="not an image this service can read; send a JPEG, PNG, WebP, GIF, AVIF"):
+        load_image(data)
+
+
+def test_a_psd_file_is_refused_unparsed():
+    header = b"8BPS\x00\x01" + b"\x00" * 6 + b"\x00\x03" + (80).to_bytes(4, "big") + (60).to_bytes(4, "big")
+    with pytest.raises(ImageError, match="not an image this service can read"):
+        load_image(header + b"\x00\x08\x00\x03" + b"\x00" * 64)
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF", "WEBP", "GIF", "PNG", "JPEG"])
+def test_what_phones_and_the_web_send_is_read(fmt):
+    from recommender.images import FORMATS
+
+    if fmt not in FORMATS:
+        pytest.skip(f"this Pillow has no {fmt} plugin")
+    img = load_image(encode(Image.open(PHOTO).convert("RGB"), fmt))
+    assert img.mode == "RGB" and img.size == (60, 80)
+
+
+def test_a_16_bit_50_megapixel_png_decodes_in_bounded_memory():
+    """No float64 copy of the whole photo (7000x7000 would be 392 MB); numpy's buffers are traced."""
+    import tracemalloc
+
+    ramp = np.tile(np.linspace(0, 65535, 7000, dtype=np.uint16), (7000, 1))
+    data = encode(Image.fromarray(ramp), "PNG")
+    del ramp
+    tracemalloc.start()
+    try:
+        img = load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert img.mode == "RGB" and max(img.size) >= WORKING_SIDE
+    assert img.getpixel((img.width - 1, 0))[0] > 250  # scaled to 8 bits, not clipped
+    assert peak < 150 * 2**20, f"{peak / 2**20:.0f} MB traced"

@@ -114,7 +114,10 @@ def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
     with pytest.raises(Interrupt):
         build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     assert not out.exists(), "a half-built index must never appear under the final name"
-    assert sorted(p.name for p in (tmp_path / "idx.partial" / "shards").iterdir()) == ["shard-00000.npz"]
+    assert sorted(p.name for p in (tmp_path / "idx.partial" / "shards").iterdir()) == [
+        "shard-00000.npz",
+        "shard-00000.npz.sha256",
+    ]
     monkeypatch.undo()
     resumed = build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     assert resumed["count"] == reference["count"]

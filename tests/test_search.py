@@ -15,8 +15,9 @@ from recommender import Recommender, artifacts
 from recommender.build import precompute
 from recommender.catalog import CatalogSource
 from recommender.errors import ArtifactsError, UserError
+from recommender.hnsw import build_hnsw
 from recommender.metadata import Metadata
-from recommender.serve.index import VectorIndex, build_hnsw
+from recommender.serve.index import VectorIndex
 from recommender.serve.ranking import POOL, promote_closest
 from tests.helpers import make_catalog, sample_rows
 
@@ -46,6 +47,52 @@ def test_filtered_search_returns_exact_topk_for_rare_category(vectors):
     rows, scores = vectors.search(q, 10, mask)
     assert sorted(rows) == [5, 77, 1500, 2999]  # fewer than k match: all of them, nothing else
     assert np.all(np.diff(scores) <= 1e-6)
+
+
+class _SlowWalk:
+    """hnswlib as it behaves under load: a query lets go of the GIL while it walks (here, a sleep), so
+    another thread can run meanwhile. Records the ef each walk ran with."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seen = inner, []
+
+    def set_ef(self, ef: int) -> None:
+        self.inner.set_ef(ef)
+        self.ef = ef
+
+    def knn_query(self, query, k, filter=None):
+        import time
+
+        wanted = self.ef
+        time.sleep(0.002)
+        labels, distances = self.inner.knn_query(query, k=k, filter=filter)
+        self.seen.append((wanted, self.ef))
+        return labels, distances
+
+    def set_num_threads(self, n: int) -> None:
+        self.inner.set_num_threads(n)
+
+
+def test_concurrent_filtered_queries_each_search_with_their_own_ef_and_match_alone(vectors):
+    """ef belongs to the graph: under load no query may search with another's beam. Many threads of random
+    filtered queries; each answer equals the same query's answer alone, and the exact filtered top-k."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = _SlowWalk(vectors.hnsw)
+    index = VectorIndex(vectors.embeddings, slow)
+    rng = np.random.default_rng(5)
+    queries = unit(rng.normal(size=(120, 32)))
+    # shares from 25% to 100%: HNSW's path, each with its own ef
+    masks = [None if i % 4 == 0 else rng.random(len(vectors)) < rng.uniform(0.25, 0.9) for i in range(120)]
+    alone = [index.search(q, 10, m) for q, m in zip(queries, masks)]
+    slow.seen.clear()
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda i: index.search(queries[i], 10, masks[i]), range(120)))
+    assert all(wanted == used for wanted, used in slow.seen), "a query searched with another query's ef"
+    for (rows, scores), (rows_alone, _), q, m in zip(together, alone, queries, masks):
+        assert list(rows) == list(rows_alone)
+        exact = vectors.exact(q, 10, None if m is None else np.flatnonzero(m))[0]
+        assert len(set(rows) & set(exact)) >= 9  # HNSW's recall, as alone
 
 
 def test_filtered_search_with_a_common_filter_matches_brute_force(vectors):

@@ -163,3 +163,15 @@ def test_an_index_built_with_another_text_model_is_refused(real_index, tmp_path,
     (copy / artifacts.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactsError, match="another text model .*another/model.* --text-model or rebuild"):
         Recommender.load(copy, embedder=real_embedder, text_encoder=text_encoder)
+
+
+def test_an_overlong_description_is_refused_before_any_work_on_its_characters(monkeypatch):
+    import unicodedata
+
+    from recommender import words
+
+    looked_at = []
+    monkeypatch.setattr(words.unicodedata, "category", lambda c: looked_at.append(c) or unicodedata.category(c))
+    with pytest.raises(UserError, match="10,000,000 characters long; keep it under 2,000"):
+        clean_query("a" * 10_000_000)
+    assert not looked_at

@@ -161,3 +161,43 @@ def test_non_image_content_and_http_errors_are_clear(server, local):
         load_image(local.fetch(server.url("/text")))
     with pytest.raises(URLRefused, match="HTTP 404"):
         local.fetch(server.url("/missing"))
+
+
+def test_a_server_dripping_its_headers_is_cut_off_at_the_total_deadline(server):
+    """Each byte arrives well within a read timeout; only a deadline for the whole fetch stops it."""
+    fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(URLRefused, match="within 1 seconds"):
+        fetcher.fetch(server.url("/drip-headers"))
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_name_lookup_that_hangs_is_abandoned_at_the_deadline():
+    def hanging(host, port):
+        time.sleep(5)
+        return ["93.184.216.34"]
+
+    fetcher = URLFetcher(resolver=hanging, timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(URLRefused, match="did not answer within 1 seconds"):
+        fetcher.fetch("http://slow-dns.example/photo.jpg")
+    assert time.monotonic() - started < 2.0
+
+
+def test_slow_servers_hold_at_most_the_fetch_slots_and_the_rest_hear_busy(server, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(url_fetch, "BUSY_WAIT_S", 0.3)
+    fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=3, max_concurrent=2)
+    slow = [threading.Thread(target=lambda: pytest.raises(URLRefused, fetcher.fetch, server.url("/drip-headers")))]
+    slow.append(threading.Thread(target=lambda: pytest.raises(URLRefused, fetcher.fetch, server.url("/drip-headers"))))
+    for thread in slow:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(URLRefused, match="too many image URLs"):
+        fetcher.fetch(server.url("/images/10138.jpg"))
+    assert time.monotonic() - started < 1.0
+    for thread in slow:
+        thread.join()
+    assert fetcher.fetch(server.url("/images/10138.jpg"))  # the slots are free again

@@ -13,10 +13,10 @@ from .. import artifacts
 from ..embedding_map import MAX_MAP_FIT, fit_map, map_method
 from ..errors import UserError
 from ..heads import train_heads
+from ..hnsw import build_hnsw
 from ..metadata import Metadata
 from ..rowfile import RowFile, RowWriter, row_chunks
 from ..search_space import fit_search_space
-from ..serve.index import build_hnsw
 from ..vocabulary import ATTRIBUTE_COLUMNS
 from .shards import gather_shards
 
@@ -81,9 +81,8 @@ def train_and_index(
         source_info,
         params,
         timings,
-        heads,
-        space,
-        round(space_s, 1),
+        heads.describe(),
+        dict(space.info, train_s=round(space_s, 1)),
         map_info,
         count=len(rows),
         feature_dim=int(descriptors.shape[1]),

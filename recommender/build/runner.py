@@ -19,6 +19,7 @@ from ..augment import shopper_view
 from ..catalog import CatalogSource
 from ..embedder import INT8_CALIBRATION_IMAGES, INT8_PATHS, Embedder
 from ..errors import UserError
+from ..files import write_atomic
 from ..images import load_image
 from ..runtime import release_freed_memory
 from ..text_model import TextEncoder
@@ -199,8 +200,28 @@ def precompute(
 ) -> dict:
     """Build a complete artifacts directory at `out`; `engine` (default: this machine; or a RayEngine)
     decodes and embeds the catalog, the fitting and the publishing run here. `decode_on_device`: decode
-    the catalog's JPEGs on the model's device (default: where that is a GPU)."""
+    the catalog's JPEGs on the model's device (default: where that is a GPU). One build at a time on one
+    `out`; a full disk ends in one sentence, and the rerun resumes."""
     out = Path(out)
+    with artifacts.build_lock(out), artifacts.disk_full_as_sentence(f"the index at {out}"):
+        artifacts.recover(out)
+        return _build(
+            source, out, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
+        )
+
+
+def _build(
+    source: CatalogSource,
+    out: Path,
+    embedder: Embedder,
+    text_encoder: TextEncoder,
+    batch_size: int | None,
+    shard_size: int,
+    progress: bool,
+    workers: int | None,
+    engine: RayEngine | None,
+    decode_on_device: bool | None,
+) -> dict:
     batch_size = batch_size or default_batch_size(embedder)
     # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
     embedder.detail_side = source.typical_side()
@@ -211,7 +232,7 @@ def precompute(
     key = _work_key(source, embedder, text_encoder, shard_size=shard_size, batch_size=batch_size)
     open_work(work, key)
     if embedder.ort_graph is not None:  # queries run the build's graph: it is published with the index
-        artifacts.write_atomic(work / ort_int8.GRAPH_FILE, lambda tmp: tmp.write_bytes(embedder.ort_graph))
+        write_atomic(work / ort_int8.GRAPH_FILE, lambda tmp: tmp.write_bytes(embedder.ort_graph))
     timings = embed_catalog(
         source, work, embedder, text_encoder, batch_size, shard_size, progress, workers, engine, decode_on_device
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import artifacts
+from ..files import sha256_file, write_atomic
 from ..rowfile import RowFile, RowWriter
 from ..words import catalog_text
 
@@ -75,7 +75,11 @@ class ShardWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
 
-        artifacts.write_atomic(self.path, write)
+        write_atomic(self.path, write)
+        # The checksum is written after the shard: a shard without one, or with bytes that no longer match
+        # it, is not complete (complete_shards) and is embedded again.
+        digest = sha256_file(self.path)
+        write_atomic(checksum_path(self.path), lambda tmp: tmp.write_text(digest))
         return text_s
 
 
@@ -90,12 +94,31 @@ class Gathered:
     view_ids: np.ndarray  # ... of these catalog items
 
 
+def checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
+
+
+def _intact(shard: Path) -> bool:
+    try:
+        return checksum_path(shard).read_text().strip() == sha256_file(shard)
+    except OSError:
+        return False
+
+
 def complete_shards(folder: Path) -> int:
-    """How many shards from the first on are complete: where a rerun resumes."""
-    done = {int(p.stem.split("-")[1]) for p in folder.glob("shard-*.npz")}
+    """How many shards from the first on are complete and intact: where a rerun resumes. A damaged shard
+    (its bytes do not match its checksum, or it has none) is removed, with every shard after it, to be
+    embedded again."""
     resume_from = 0
-    while resume_from in done:
+    while (folder / f"shard-{resume_from:05d}.npz").is_file() and _intact(folder / f"shard-{resume_from:05d}.npz"):
         resume_from += 1
+    damaged = folder / f"shard-{resume_from:05d}.npz"
+    if damaged.is_file():
+        print(f"{damaged.name} is damaged (its checksum does not match); it is embedded again.", flush=True)
+    for shard in folder.glob("shard-*.npz"):
+        if int(shard.stem.split("-")[1]) >= resume_from:
+            shard.unlink()
+            checksum_path(shard).unlink(missing_ok=True)
     return resume_from
 
 
@@ -152,7 +175,7 @@ def open_work(work: Path, key: dict) -> None:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     if not key_file.exists():
-        artifacts.write_atomic(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=1)))
+        write_atomic(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=1)))
 
 
 def close_work(work: Path) -> None:

@@ -4,43 +4,17 @@ cheaper or where HNSW cannot promise the exact filtered top-k."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
-from ..rowfile import RowFile, row_chunks
+from ..hnsw import HNSW_EF, top_k
 
-# M=32, ef_construction=200, ef=64: recall@10 against exact search >= 0.999 on fashion-dev; higher ef
-# leads to better accuracy, but slower search.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF = 64
 # Below this share of the catalog, a filtered query scans its subset exactly: the scan is cheap
 # and HNSW's filtered walk would visit mostly rejected nodes.
 EXACT_SHARE = 0.2
-
-
-def build_hnsw(
-    embeddings: np.ndarray | RowFile, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, threads: int = 1
-) -> hnswlib.Index:
-    """The HNSW graph over `embeddings` (an array or a RowFile; label i = row i), inserted a chunk at a
-    time. One insertion thread by default: parallel insertion orders depend on thread timing, so the
-    same catalog would give a different graph (and slightly different approximate results) on every build."""
-    index = hnswlib.Index(space="ip", dim=embeddings.shape[1])
-    index.init_index(max_elements=max(1, len(embeddings)), M=m, ef_construction=ef_construction, random_seed=100)
-    for start, chunk in row_chunks(embeddings):
-        index.add_items(chunk, np.arange(start, start + len(chunk)), num_threads=threads)
-    return index
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k highest `scores`, best first, ties by position: the one exact top-k."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    top = np.argpartition(-scores, k - 1)[:k]
-    return top[np.lexsort((top, -scores[top]))]
 
 
 class VectorIndex:
@@ -51,6 +25,9 @@ class VectorIndex:
         self.hnsw = hnsw
         self.ef = ef
         hnsw.set_num_threads(1)  # one query is too small to split; concurrency comes from requests
+        # ef is the graph's, not the query's: set and searched under one lock, or a concurrent query (hnswlib
+        # lets go of the GIL) would search with another's beam. A walk takes well under a millisecond.
+        self._walk = threading.Lock()
 
     @classmethod
     def load(cls, embeddings_path: Path, index_path: Path, ef: int = HNSW_EF) -> "VectorIndex":
@@ -83,12 +60,13 @@ class VectorIndex:
             return self.exact(query, k, np.flatnonzero(mask))
         # A filter rejecting a share of nodes needs a proportionally wider beam for the same recall.
         ef = max(k, math.ceil(self.ef * n / matches))
-        self.hnsw.set_ef(min(ef, n))
         try:
-            if mask is None:
-                labels, distances = self.hnsw.knn_query(query, k=k)
-            else:
-                labels, distances = self.hnsw.knn_query(query, k=k, filter=lambda row: bool(mask[row]))
+            with self._walk:
+                self.hnsw.set_ef(min(ef, n))
+                if mask is None:
+                    labels, distances = self.hnsw.knn_query(query, k=k)
+                else:
+                    labels, distances = self.hnsw.knn_query(query, k=k, filter=lambda row: bool(mask[row]))
         except RuntimeError:  # hnswlib found fewer than k: never return fewer, scan instead
             return self.exact(query, k, None if mask is None else np.flatnonzero(mask))
         rows = labels[0].astype(np.int64)

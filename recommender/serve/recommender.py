@@ -12,13 +12,14 @@ from .. import artifacts
 from ..embedder import Embedder
 from ..errors import ArtifactsError, UserError, whole_number
 from ..heads import Heads
+from ..hnsw import top_k
 from ..images import ImageInput
 from ..metadata import Filters, Metadata
 from ..runtime import release_freed_memory
 from ..search_space import SearchSpace
 from ..text_model import TextEncoder
 from ..words import Understood, clean_query
-from .index import VectorIndex, top_k
+from .index import VectorIndex
 from .ranking import KEEP_TYPE_WEIGHT, POOL, WORDS_POOL, WORDS_WEIGHT, promote_closest
 from .text_index import TextIndex
 

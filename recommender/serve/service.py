@@ -163,6 +163,11 @@ class Service:
     def fetch_url(self, url: str) -> bytes:
         return self.fetcher.fetch(url)
 
+    def item_photo(self, item_id: int | str) -> str:
+        """A catalog product's photo (its thumbnail), as a query: "more like this" from code."""
+        rec = self.recommender
+        return rec.thumbnail_path(int(rec.metadata.ids[rec.row_of(item_id)]))
+
     def similar_item(self, item_id: int | str, k: int = 12, **filter_values: str) -> dict:
         return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, k, filters(**filter_values))]}
 

@@ -1,30 +1,22 @@
 """Which index the app serves: a local one, one downloaded from the Hub, or a starter index built from
-the bundled sample while the app starts."""
+the bundled sample while the app starts (by the build side's `build.starter`, handed in by the app)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .. import artifacts
 from ..errors import ArtifactsError
 from .recommender import Recommender
 from .service import Service
 
-
-def starter_index(
-    index_dir: Path, sample: Path, weights: str | None, text_model: str | None, precision: str = "auto"
-) -> Recommender:
-    """Build the index from the bundled ~1,000-product sample (progress on the console)."""
-    from ..build import precompute
-    from ..catalog import CatalogSource
+if TYPE_CHECKING:
     from ..embedder import Embedder
     from ..text_model import TextEncoder
 
-    embedder, text_encoder = Embedder(weights, precision=precision), TextEncoder(text_model)
-    print(f"Building a starter index at {index_dir} from {sample} ({embedder.build_precision}) …", flush=True)
-    precompute(CatalogSource(str(sample)), index_dir, embedder, text_encoder)
-    return Recommender.load(index_dir, embedder=embedder, text_encoder=text_encoder)
+StarterBuild = Callable[[], "tuple[Embedder, TextEncoder]"]
 
 
 def built_from_sample(index_dir: Path, sample: Path) -> bool:
@@ -45,11 +37,15 @@ def open_index(
     text_model: str | None = None,
     repo: str | None = None,
     precision: str = "auto",
+    build_starter: StarterBuild | None = None,
 ) -> str:
     """Serve the index at `index_dir` (downloaded first from the Hub dataset `repo`, if given and absent):
     "serving". With no index there, or a starter index this version cannot read (built by an older one,
     or with other weights or text model), the starter index is built in the background while the app
-    starts: "building". `precision`: the model's path (Embedder); auto follows the index."""
+    starts: "building" (`build_starter` builds it at `index_dir` and returns the models it used). An index
+    left half-published by a stopped build is refused in one sentence. `precision`: the model's path
+    (Embedder); auto follows the index."""
+    artifacts.check_published(index_dir)  # a build stopped while publishing: say so, never serve the starter
     if repo and not index_dir.exists():
         artifacts.download_from_hub(repo, index_dir)
     if index_dir.exists():
@@ -62,5 +58,14 @@ def open_index(
                 raise  # someone's own index must be sound: refuse to start rather than serve wrong results
             reason = str(error).split(";")[0]  # the sentence's advice (rebuild, pass --weights) is what happens here
             print(f"{reason}: it is the app's starter index, so the app rebuilds it.", flush=True)
-    service.load_in_background(lambda: starter_index(index_dir, sample, weights, text_model, precision))
+    if build_starter is None:
+        raise ArtifactsError(
+            f"No index at {index_dir}; build one with `python scripts/precompute.py --source SRC --out {index_dir}`."
+        )
+
+    def starter() -> Recommender:
+        embedder, text_encoder = build_starter()
+        return Recommender.load(index_dir, embedder=embedder, text_encoder=text_encoder)
+
+    service.load_in_background(starter)
     return "building"

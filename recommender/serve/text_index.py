@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hnsw import top_k
 from ..metadata import Metadata
 from ..words import WORD_COLUMNS, Understood, Vocabulary
-from .index import top_k
 
 # A satisfied constraint outweighs any difference in text similarity (cosines of one model's sentences
 # differ by well under 1), so products that are what the words name come first, the text model's

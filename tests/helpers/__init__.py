@@ -45,14 +45,8 @@ def serve(service, index_dir: Path, examples: list[str] | None = None, mcp: bool
     """The app on a free loopback port, launched as app.py launches it (MCP tools if `mcp`); yields its URL."""
     import app as app_module
 
-    demo = app_module.build_app(service, examples)
-    demo.queue(default_concurrency_limit=8).launch(
-        server_name="127.0.0.1",
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(index_dir / "thumbnails")],
-        mcp_server=mcp,
-        css=app_module.CSS,
+    demo = app_module.launch(
+        app_module.build_app(service, examples), index_dir, "127.0.0.1", None, mcp=mcp, block=False
     )
     try:
         yield demo.local_url

@@ -67,6 +67,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(b"\xff" * 65536, 50 * 16, {"Connection": "close"})
         if path == "/slow":  # drips one byte a second
             return self._stream(b"\xff", 60, {"Content-Length": "100000"}, pause_s=1.0)
+        if path == "/drip-headers":  # a status line, then a header a byte at a time: no read ever times out
+            self.close_connection = True
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                for _ in range(300):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return None
         return self._send(404, b"not found", "text/plain")
 
 
