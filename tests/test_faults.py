@@ -7,34 +7,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import precompute_command
 
 
 def command(catalog: Path, out: Path, weights: Path, text_model: Path) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "scripts" / "precompute.py"),
-        "--source",
-        str(catalog),
-        "--out",
-        str(out),
-        "--weights",
-        str(weights),
-        "--text-model",
-        str(text_model),
-        "--batch-size",
-        "4",
-        "--shard-size",
-        "8",
-        "--quiet",
-    ]
+    return precompute_command(catalog, out, weights, text_model, "--batch-size", "4", "--shard-size", "8")
 
 
 def run_until(cmd: list[str], out: Path, condition, timeout: float = 120, whole_group: bool = True) -> int:

@@ -21,7 +21,7 @@ from recommender.catalog import CatalogSource
 from recommender.errors import ArtifactsError
 from recommender.serve.service import Service
 from recommender.serve.startup import open_index
-from tests.helpers import ROOT, SAMPLE
+from tests.helpers import SAMPLE, precompute_command
 
 
 class Killed(BaseException):
@@ -126,21 +126,7 @@ def test_a_second_build_on_the_same_folder_is_refused(tmp_path, catalog_dir, ran
     try:
         assert holder.stdout.readline().strip() == "held"
         second = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "precompute.py"),
-                "--source",
-                str(catalog_dir),
-                "--out",
-                str(out),
-                "--weights",
-                str(random_weights),
-                "--text-model",
-                str(text_model),
-                "--quiet",
-                "--precision",
-                "fp32",
-            ],
+            precompute_command(catalog_dir, out, random_weights, text_model, "--precision", "fp32"),
             capture_output=True,
             text=True,
             timeout=300,
@@ -194,25 +180,9 @@ def test_a_full_disk_ends_in_one_sentence_and_the_rerun_resumes(catalog_dir, tmp
     """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: the shards fit under it, the fitted
     descriptors do not."""
     out = tmp_path / "index"
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "precompute.py"),
-        "--source",
-        str(catalog_dir),
-        "--out",
-        str(out),
-        "--weights",
-        str(random_weights),
-        "--text-model",
-        str(text_model),
-        "--batch-size",
-        "4",
-        "--shard-size",
-        "8",
-        "--quiet",
-        "--precision",
-        "fp32",
-    ]
+    cmd = precompute_command(
+        catalog_dir, out, random_weights, text_model, "--batch-size", "4", "--shard-size", "8", "--precision", "fp32"
+    )
     limit = 400_000  # a shard of 8 is ~140-200 kB; the 48 products' descriptors are ~600 kB
 
     def small_files() -> None:

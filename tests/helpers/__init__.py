@@ -22,6 +22,15 @@ def script(name: str):
     return module
 
 
+def precompute_command(catalog: Path, out: Path, weights: Path, text_model: Path, *extra: str) -> list[str]:
+    """scripts/precompute.py as a user runs it, on the random-init test weights and the real text model."""
+    import sys
+
+    script = ROOT / "scripts" / "precompute.py"
+    models = ["--weights", str(weights), "--text-model", str(text_model)]
+    return [sys.executable, str(script), "--source", str(catalog), "--out", str(out), *models, "--quiet", *extra]
+
+
 def sample_rows(n: int, start: int = 0) -> list[list[str]]:
     with open(SAMPLE / "styles.csv", newline="") as handle:
         rows = list(csv.reader(handle))
