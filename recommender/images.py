@@ -22,9 +22,8 @@ try:  # HEIC/HEIF, what iPhones send: a plugin with its own libheif in the wheel
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
-    HEIF = True
 except ImportError:  # pragma: no cover - the app works without it, and says which formats it reads
-    HEIF = False
+    pass
 
 # The formats Pillow may parse, checked from the file's first bytes before any parser runs: what cameras,
 # phones and the web send. Everything else (EPS runs Ghostscript, PSD, FITS, ICO, TIFF...) is refused

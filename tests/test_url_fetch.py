@@ -189,8 +189,8 @@ def test_slow_servers_hold_at_most_the_fetch_slots_and_the_rest_hear_busy(server
 
     monkeypatch.setattr(url_fetch, "BUSY_WAIT_S", 0.3)
     fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=3, max_concurrent=2)
-    slow = [threading.Thread(target=lambda: pytest.raises(URLRefused, fetcher.fetch, server.url("/drip-headers")))]
-    slow.append(threading.Thread(target=lambda: pytest.raises(URLRefused, fetcher.fetch, server.url("/drip-headers"))))
+    drip = server.url("/drip-headers")
+    slow = [threading.Thread(target=lambda: pytest.raises(URLRefused, fetcher.fetch, drip)) for _ in range(2)]
     for thread in slow:
         thread.start()
     time.sleep(0.3)
