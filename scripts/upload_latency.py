@@ -37,7 +37,7 @@ from recommender.cli import add_model_options, run_main  # noqa: E402
 from recommender.errors import UserError  # noqa: E402
 from recommender.runtime import configure_runtime  # noqa: E402
 from recommender.serve.service import Service  # noqa: E402
-from recommender.serve.ui import EDITOR_SIDE  # noqa: E402
+from recommender.serve.ui.present import EDITOR_SIDE  # noqa: E402
 from recommender.serve.url_fetch import URLFetcher  # noqa: E402
 
 PHOTO = ROOT / "tests" / "data" / "hires" / "10000.jpg"
@@ -62,7 +62,11 @@ def measure(rec: Recommender, canvas_side: int | None, photos: dict[int, list[Pa
 
     service.recommend = noted
     demo = app_module.launch(
-        app_module.build_app(service, canvas_side=canvas_side), rec.folder, "127.0.0.1", None, block=False
+        app_module.build_app(service, canvas_side=canvas_side),
+        app_module.served(rec.folder),
+        "127.0.0.1",
+        None,
+        block=False,
     )
     out = {}
     try:

@@ -15,6 +15,7 @@ from recommender import Recommender
 from recommender.errors import ArtifactsError, UserError
 from recommender.serve import startup
 from recommender.serve.service import Profile, Service
+from recommender.serve.ui.launch import CSS
 from recommender.serve.url_fetch import URLFetcher
 from tests.helpers import SAMPLE, script, serve
 from tests.helpers.image_server import ImageServer
@@ -89,6 +90,32 @@ def test_every_endpoint_takes_a_sub_category_filter_as_its_last_argument(client,
     assert_matches(out["results"], 12, subCategory="Shoes")
     assert out["total"] < client.predict("All", "All", "All", 1, 12, api_name="/browse")["total"]
 
+
+
+def test_a_new_filter_is_one_line_in_the_vocabulary(monkeypatch, index_dir, real_embedder, text_encoder):
+    """A filter added to vocabulary.API_FILTERS: every filtered endpoint takes it as its last argument (the
+    published order stays), documented, and honours it; the page shows its dropdown with the catalog's values."""
+    from recommender import vocabulary
+    from recommender.serve.ui.endpoints import ENDPOINTS, published
+
+    colour = vocabulary.ApiFilter("colour", "baseColour", "Navy Blue")
+    monkeypatch.setattr(vocabulary, "API_FILTERS", (*vocabulary.API_FILTERS, colour))
+    service = Service()
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder))
+    demo = app_module.build_app(service)
+    named = demo.get_api_info()["named_endpoints"]
+    for endpoint in ENDPOINTS:
+        names = [p["parameter_name"] for p in named[f"/{endpoint.fn.__name__}"]["parameters"]]
+        assert names == ([*endpoint.order, "colour"] if "gender" in endpoint.order else list(endpoint.order))
+    calls = {e.fn.__name__: published(e, service) for e in ENDPOINTS}
+    assert 'e.g. "Navy Blue"' in calls["browse"].__doc__
+    black = calls["browse"]("All", "All", "All", 1, 12, "All", "Black")
+    assert black["results"] and {r["baseColour"] for r in black["results"]} == {"Black"}
+    near = calls["similar_item"](10138, 5, "All", "All", "All", "All", "Black")
+    assert len(near["results"]) == 5 and {r["baseColour"] for r in near["results"]} == {"Black"}
+    dropdowns = [b for b in demo.blocks.values() if isinstance(b, app_module.gr.Dropdown)]
+    assert "Colour" in [d.label for d in dropdowns]
+    assert "Black" in service.filter_choices()["baseColour"]
 
 def test_recommend_text_finds_what_the_words_describe(client):
     out = client.predict("black tee for men", 4, api_name="/recommend_text")
@@ -270,11 +297,11 @@ def test_the_app_serves_mcp_tools_unless_told_not_to(real_index, real_weights, t
     common = ["--index", str(real_index), "--weights", str(real_weights), "--text-model", str(text_model)]
     assert app_module.main(common) == 0 and app_module.main([*common, "--no-mcp"]) == 0
     assert [k["mcp_server"] for k in launched] == [True, False]
-    assert all(k["css"] == app_module.CSS for k in launched)
+    assert all(k["css"] == CSS for k in launched)
 
 
 def test_captions_say_why_a_result_matched():
-    from recommender.serve.ui import gallery, photo_reference
+    from recommender.serve.ui.present import gallery, photo_reference
 
     result = {"name": "Puma Men Grey Sweatshirt With A Long Name", "score": 0.87, "image": "x.jpg"}
     result |= {"articleType": "Sweatshirts", "baseColour": "Grey", "gender": "Men"}
@@ -353,7 +380,7 @@ def test_identical_searches_arriving_together_share_one_answer():
 
     from PIL import Image
 
-    from recommender.serve.ui import SharedAnswers, pixels_key
+    from recommender.serve.ui.present import SharedAnswers, pixels_key
 
     answers, calls, started = SharedAnswers(seconds=0.5), [], threading.Event()
 
@@ -383,3 +410,24 @@ def test_identical_searches_arriving_together_share_one_answer():
     assert answers.get("bad", lambda: "fine now") == "fine now"
     time.sleep(0.6)
     assert answers.get(key, slow_search) == "results" and len(calls) == 2
+
+
+def test_an_example_photo_is_answered_once_then_from_the_cache(
+    monkeypatch, tmp_path, index_dir, real_embedder, text_encoder
+):
+    """The catalog examples are cached lazily: the first click by any visitor searches, every later one is
+    answered from the cache (what it is and its look-alikes, with the page's defaults)."""
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
+    service = Service()
+    service.set_recommender(Recommender.load(index_dir, embedder=real_embedder, text_encoder=text_encoder))
+    searches = []
+    recommend = service.recommend
+    monkeypatch.setattr(service, "recommend", lambda *a, **kw: (searches.append(a), recommend(*a, **kw))[1])
+    with serve(service, index_dir, [str(WATCH)]) as url:
+        example = Client(url, verbose=False)
+        first = example.predict(0, api_name="/ui_example_photo")
+        again = Client(url, verbose=False).predict(0, api_name="/ui_example_photo")
+    assert len(searches) == 1 and first == again
+    label, details, found = first
+    assert label["label"] == "Watches" and "| Category | Accessories |" in details
+    assert len(found) == 12 and all(open(item["image"], "rb").read(2) == b"\xff\xd8" for item in found)

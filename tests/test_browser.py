@@ -21,7 +21,7 @@ from recommender import Recommender
 from recommender.evaluation import two_item_photo
 from recommender.images import load_image
 from recommender.serve.service import Service
-from recommender.serve.ui import EDITOR_SIDE
+from recommender.serve.ui.present import EDITOR_SIDE
 from recommender.serve.url_fetch import URLFetcher
 from tests.helpers import ROOT, SAMPLE, serve
 

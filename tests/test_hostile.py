@@ -16,6 +16,7 @@ from PIL import Image
 
 from recommender import Recommender
 from recommender.serve.service import Service
+from recommender.serve.ui.launch import DELETE_CACHE
 from recommender.serve.url_fetch import URLFetcher
 from tests.helpers import ROOT, SAMPLE, serve
 from tests.helpers.image_server import ImageServer
@@ -231,7 +232,7 @@ def test_the_app_bounds_its_queue_and_cleans_its_uploads(app):
     import app as app_module
 
     demo = app_module.build_app(Service())
-    assert demo.delete_cache == app_module.DELETE_CACHE and sum(app_module.DELETE_CACHE) <= 3600
+    assert demo.delete_cache == DELETE_CACHE and sum(DELETE_CACHE) <= 3600
     service, client = app
     assert client.config["max_file_size"] == 20 * 1024 * 1024
 
@@ -243,7 +244,7 @@ def test_a_full_queue_answers_busy_in_one_sentence():
     import gradio as gr
     import httpx
 
-    from recommender.serve.ui import BUSY, GuardedBlocks, answer_busy_politely
+    from recommender.serve.ui.guards import BUSY, GuardedBlocks, answer_busy_politely
 
     release = threading.Event()
 
@@ -274,7 +275,7 @@ def test_uploads_are_deleted_once_old():
     import gradio as gr
     import httpx
 
-    from recommender.serve.ui import GuardedBlocks
+    from recommender.serve.ui.guards import GuardedBlocks
 
     def echo(x: str) -> str:
         return x
@@ -302,7 +303,7 @@ def test_uploads_past_the_size_cap_go_oldest_first(tmp_path):
     never one a request may still be reading."""
     import time
 
-    from recommender.serve.ui import bound_uploads
+    from recommender.serve.ui.guards import bound_uploads
 
     class Demo:
         upload_file_set: set[str] = set()
@@ -348,7 +349,7 @@ def test_an_upload_stored_again_under_the_same_name_is_not_swept(tmp_path, monke
     listing and its removal is a new file a request is about to read, and it stays."""
     import time
 
-    from recommender.serve import ui
+    from recommender.serve.ui import guards as ui
 
     old = tmp_path / "photo.jpg"
     old.write_bytes(b"\0" * 1000)

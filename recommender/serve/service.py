@@ -1,5 +1,5 @@
 """What the app and its API do, as plain functions over a Recommender: JSON-able in, JSON-able out.
-The Gradio layer (ui.py, app.py) only adapts these."""
+The Gradio layer (serve/ui/, app.py) only adapts these."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import vocabulary
 from ..embedding_map import place
 from ..errors import UserError, whole_number
 from ..images import ImageInput, load_image
@@ -49,13 +50,9 @@ def classification_json(predictions: dict[str, list[tuple[str, float]]]) -> dict
     }
 
 
-def filters(
-    gender: str = ALL, master_category: str = ALL, article_type: str = ALL, sub_category: str = ALL
-) -> dict[str, str]:
-    """The API's filter arguments as catalog-column filters."""
-    return filters_from_api(
-        gender=gender, master_category=master_category, article_type=article_type, sub_category=sub_category
-    )
+def filters(**filter_values: str) -> dict[str, str]:
+    """The API's filter arguments (any of vocabulary.API_FILTERS, by name) as catalog-column filters."""
+    return filters_from_api(**filter_values)
 
 
 def catalog_ids(rec: Recommender, values: object, name: str) -> list[int]:
@@ -274,13 +271,11 @@ class Service:
         rows = rows[np.argsort(np.abs(x[rows] - (low + high) / 2), kind="stable")][:k]
         return {"results": [dict(match_json(rec.match(r, 0.0)), score=None) for r in rows], "total": int(inside.sum())}
 
-    def filter_choices(self, master_category: str = ALL, sub_category: str = ALL) -> dict[str, list[str]]:
-        """Dropdown choices from the index metadata; sub-category and article type depend on the ones above."""
-        md = self.recommender.metadata
-        where = {"masterCategory": master_category}
+    def filter_choices(self, **filter_values: str) -> dict[str, list[str]]:
+        """Each filter's dropdown choices (by catalog column) from the index metadata, narrowed by the
+        filters above it (`filter_values`, by API name: a sub-category's choices within the category)."""
+        md, chosen = self.recommender.metadata, filters(**filter_values)
         return {
-            "gender": md.values("gender"),
-            "masterCategory": md.values("masterCategory"),
-            "subCategory": md.values("subCategory", where),
-            "articleType": md.values("articleType", dict(where, subCategory=sub_category)),
+            f.column: md.values(f.column, {c: chosen.get(c, ALL) for c in f.narrowed_by})
+            for f in vocabulary.API_FILTERS
         }

@@ -55,7 +55,7 @@ def serve(service, index_dir: Path, examples: list[str] | None = None, mcp: bool
     import app as app_module
 
     demo = app_module.launch(
-        app_module.build_app(service, examples), index_dir, "127.0.0.1", None, mcp=mcp, block=False
+        app_module.build_app(service, examples), app_module.served(index_dir), "127.0.0.1", None, mcp=mcp, block=False
     )
     try:
         yield demo.local_url

@@ -1,42 +1,32 @@
-"""Adapters between the Service and Gradio: errors as one sentence, results as gallery items,
-labels and served files. No business logic lives here."""
+"""The public link's guards: every file an event names is checked, API image arguments come only from where
+they may come, errors reach the visitor as one sentence, and what strangers can make the server hold (upload
+folder, queue, request bodies) is bounded."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Hashable
-from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from gradio.components.api_component import Api
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 from gradio_client.utils import is_file_obj_with_meta
-from PIL import Image
 
-from ..errors import UserError
-from ..images import ImageInput
-from ..vocabulary import TITLES
+from ...errors import UserError
+from ...images import ImageInput
 
 if TYPE_CHECKING:
-    from .service import Service
+    from ..service import Service
 
 log = logging.getLogger("recommender.ui")
-T = TypeVar("T")
-# The photo editors' canvas: the browser scales each photo to fit it before compositing and uploading,
-# which costs seconds per megapixel. The model sees at most 80 px of a product's detail, which this side
-# still holds for a product a twelfth of its photo's longer side (docs/benchmarks.md#upload).
-EDITOR_SIDE = 512
-DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 
 
 def guarded(fn: Callable) -> Callable:
@@ -57,42 +47,9 @@ def guarded(fn: Callable) -> Callable:
     return wrapper
 
 
-class SharedAnswers:
-    """Identical requests arriving together share one answer: the image editor fires an upload event and
-    one or more change events for a single upload, all with the same photo (2 to 4 searches an upload,
-    measured in the browser test). The first request computes, the others wait for it, and its answer
-    serves the same request for `seconds` more."""
-
-    def __init__(self, seconds: float = 5.0) -> None:
-        self.seconds = seconds
-        self._lock = threading.Lock()
-        self._answers: dict[Hashable, tuple[float, Future]] = {}
-
-    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        now = time.monotonic()
-        with self._lock:
-            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self.seconds}
-            entry = self._answers.get(key)
-            mine = entry is None
-            if mine:
-                entry = self._answers[key] = (now, Future())
-        answer = entry[1]
-        if mine:
-            try:
-                answer.set_result(compute())
-            except BaseException as exc:  # not kept: the next request tries again
-                with self._lock:
-                    if self._answers.get(key) is entry:
-                        del self._answers[key]
-                answer.set_exception(exc)
-        return answer.result()
-
-
-def pixels_key(image: Image.Image | None) -> str | None:
-    """A photo's identity by its pixels (the editor re-encodes the same photo under new file names)."""
-    if image is None:
-        return None
-    return f"{image.size}{image.mode}" + hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
+def wire(event: Callable, fn: Callable, inputs: list, outputs: list, name: str):
+    """A UI event: callable by the page, but neither in the API docs nor an MCP tool."""
+    return event(fn, inputs, outputs, api_name=f"ui_{name}", api_visibility="undocumented")
 
 
 NOT_UPLOADED = (
@@ -296,89 +253,3 @@ def file_path(image) -> str | None:
     if isinstance(image, FileData):
         return image.path
     return str(image)
-
-
-def edited_photo(value) -> str | None:
-    """The photo as the shopper left it in the image editor: the composite, cropped if they cropped it (the
-    background while the editor has not drawn its composite yet); None when the editor is empty."""
-    if not value:
-        return None
-    if isinstance(value, dict):
-        return file_path(value.get("composite") or value.get("background")) or None
-    return file_path(value) or None
-
-
-def for_editor(image: Image.Image) -> Image.Image:
-    """A fetched photo as the image editor shows it: at most EDITOR_SIDE pixels a side (its canvas), so a
-    50-megapixel photo does not travel to the browser whole."""
-    if max(image.size) <= EDITOR_SIDE:
-        return image
-    small = image.copy()
-    small.thumbnail((EDITOR_SIDE, EDITOR_SIDE), Image.Resampling.LANCZOS)
-    return small
-
-
-def served(payload: dict) -> dict:
-    """Turn every result's thumbnail path into a FileData, which Gradio serves to clients as a file."""
-    out = dict(payload)
-    if "results" in out:
-        out["results"] = [dict(r, image=FileData(path=r["image"])) for r in out["results"]]
-    return out
-
-
-# What a shopper reads for each attribute a result can share with the query.
-SHARED = (("articleType", "type"), ("baseColour", "colour"), ("gender", "gender"))
-
-
-def why(result: dict, reference: dict[str, object] | None) -> str:
-    """Why a result matched, in a shopper's words: "same type and colour" (as the query's `reference`)."""
-    if not reference:
-        return f"{result['articleType']}, {result['baseColour']}"
-
-    def shares(column: str) -> bool:
-        wanted = reference[column]
-        return result[column] in wanted if isinstance(wanted, (set, list, tuple)) else result[column] == wanted
-
-    same = [word for column, word in SHARED if column in reference and shares(column)]
-    if not same:
-        return "looks alike"
-    return "same " + (same[0] if len(same) == 1 else ", ".join(same[:-1]) + " and " + same[-1])
-
-
-def gallery(results: list[dict], reference: dict[str, object] | None = None) -> list[tuple[str, str]]:
-    """Gallery items: each result's thumbnail with its whole name, score and why it matched (`reference`:
-    per column, the attribute the query has or the words asked for)."""
-
-    def caption(r: dict) -> str:
-        score = "" if r["score"] is None else f"{r['score']:.2f} · "  # browse results have no score
-        return f"{r['name']}\n{score}{why(r, reference)}"
-
-    return [(r["image"], caption(r)) for r in results]
-
-
-def photo_reference(classification: dict, understood: dict[str, list[str]] | None = None) -> dict[str, object]:
-    """What a photo query is, per column: the heads' top label, or what the shopper's words asked for."""
-    reference: dict[str, object] = {c: classification[c][0]["label"] for c, _ in SHARED if classification.get(c)}
-    return reference | {c: set(labels) for c, labels in (understood or {}).items() if c in dict(SHARED)}
-
-
-def article_label(classification: dict) -> dict[str, float]:
-    return {c["label"]: c["confidence"] for c in classification.get("articleType", [])}
-
-
-def details_markdown(classification: dict, understood: str | None = None) -> str:
-    """The heads' predictions as a table, and what the shopper's words were understood to ask for."""
-    rows = [
-        f"| {TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
-        for h, c in classification.items()
-        if h in DETAIL_HEADS and c
-    ]
-    table = "| | prediction | confidence |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
-    if understood is None:
-        return table
-    words = f"**Your words asked for:** {understood}" if understood else "**Your words:** matched by meaning only"
-    return f"{words}\n\n{table}" if table else words
-
-
-def result_choices(results: list[dict]) -> list[tuple[str, int]]:
-    return [(f"{r['name']} ({r['id']})", r["id"]) for r in results]
