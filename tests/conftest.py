@@ -59,7 +59,10 @@ def random_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(random_weights) -> Embedder:
-    return Embedder(random_weights)
+    """The random-init model on fp32, for the build's and the search's mechanics: int8's calibration (~40 s
+    a catalog) is tested where it is the subject (test_precision, and every real-weight index, built on
+    this CPU's default path)."""
+    return Embedder(random_weights, precision="fp32")
 
 
 def fetched(path: Path, fetch: Callable[[], object], what: str) -> Path:

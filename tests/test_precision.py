@@ -58,10 +58,22 @@ def test_int8_descriptors_stay_close_to_fp32(real_weights, path):
 
 @pytest.fixture(scope="module", params=PATHS)
 def int8_index(request, tmp_path_factory, real_weights, text_encoder):
+    """An index built on each int8 path: the session's real index where the path is this CPU's default
+    (it was built so), else a small one."""
+    if request.param == choose_precision(CPU):
+        return request.getfixturevalue("real_index")
     folder = make_catalog(tmp_path_factory.mktemp("int8-catalog"), sample_rows(120))
     out = tmp_path_factory.mktemp(request.param) / "index"
     embedder = Embedder(real_weights, precision=request.param)
     precompute(CatalogSource(str(folder)), out, embedder, text_encoder, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32_index(tmp_path_factory, real_weights, text_encoder):
+    folder = make_catalog(tmp_path_factory.mktemp("fp32-catalog"), sample_rows(40))
+    out = tmp_path_factory.mktemp("fp32") / "index"
+    precompute(CatalogSource(str(folder)), out, Embedder(real_weights, precision="fp32"), text_encoder, progress=False)
     return out
 
 
@@ -82,15 +94,13 @@ def test_a_whole_build_and_search_with_int8(int8_index, real_weights, text_encod
     assert first.id == item_id and first.score > 0.95
 
 
-def test_an_index_refuses_a_query_path_whose_descriptors_differ(int8_index, real_weights, text_encoder, tmp_path):
+def test_an_index_refuses_a_query_path_whose_descriptors_differ(int8_index, fp32_index, real_weights, text_encoder):
     built = Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder).manifest["model"]["precision"]
     other = "ort-int8" if built == "int8" else "int8"
     for path in ("fp32", other):
         with pytest.raises(ArtifactsError, match=f"built with {built} descriptors and {path} ones would differ"):
             Recommender.load(int8_index, weights=real_weights, text_encoder=text_encoder, precision=path)
-    folder = make_catalog(tmp_path / "catalog", sample_rows(40))
-    fp32 = tmp_path / "fp32"
-    precompute(CatalogSource(str(folder)), fp32, Embedder(real_weights, precision="fp32"), text_encoder, progress=False)
+    fp32 = fp32_index
     with pytest.raises(ArtifactsError, match=f"built with fp32 descriptors and {built} ones would differ"):
         Recommender.load(fp32, weights=real_weights, text_encoder=text_encoder, precision=built)
     # Left to choose, the query path follows the index: a float one where the index is float.

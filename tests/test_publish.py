@@ -126,7 +126,7 @@ def test_a_second_build_on_the_same_folder_is_refused(tmp_path, catalog_dir, ran
     try:
         assert holder.stdout.readline().strip() == "held"
         second = subprocess.run(
-            precompute_command(catalog_dir, out, random_weights, text_model, "--precision", "fp32"),
+            precompute_command(catalog_dir, out, random_weights, text_model),
             capture_output=True,
             text=True,
             timeout=300,
@@ -181,7 +181,7 @@ def test_a_full_disk_ends_in_one_sentence_and_the_rerun_resumes(catalog_dir, tmp
     descriptors do not."""
     out = tmp_path / "index"
     cmd = precompute_command(
-        catalog_dir, out, random_weights, text_model, "--batch-size", "4", "--shard-size", "8", "--precision", "fp32"
+        catalog_dir, out, random_weights, text_model, "--batch-size", "4", "--shard-size", "8"
     )
     limit = 400_000  # a shard of 8 is ~140-200 kB; the 48 products' descriptors are ~600 kB
 

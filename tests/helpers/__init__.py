@@ -23,12 +23,15 @@ def script(name: str):
 
 
 def precompute_command(catalog: Path, out: Path, weights: Path, text_model: Path, *extra: str) -> list[str]:
-    """scripts/precompute.py as a user runs it, on the random-init test weights and the real text model."""
+    """scripts/precompute.py as a user runs it, on the random-init test weights and the real text model, on
+    fp32 unless `extra` names a --precision (see conftest's `embedder`)."""
     import sys
 
     script = ROOT / "scripts" / "precompute.py"
     models = ["--weights", str(weights), "--text-model", str(text_model)]
-    return [sys.executable, str(script), "--source", str(catalog), "--out", str(out), *models, "--quiet", *extra]
+    precision = [] if "--precision" in extra else ["--precision", "fp32"]
+    command = [sys.executable, str(script), "--source", str(catalog), "--out", str(out), *models, "--quiet"]
+    return [*command, *precision, *extra]
 
 
 def sample_rows(n: int, start: int = 0) -> list[list[str]]:
