@@ -91,7 +91,6 @@ def test_every_endpoint_takes_a_sub_category_filter_as_its_last_argument(client,
     assert out["total"] < client.predict("All", "All", "All", 1, 12, api_name="/browse")["total"]
 
 
-
 def test_a_new_filter_is_one_line_in_the_vocabulary(monkeypatch, index_dir, real_embedder, text_encoder):
     """A filter added to vocabulary.API_FILTERS: every filtered endpoint takes it as its last argument (the
     published order stays), documented, and honours it; the page shows its dropdown with the catalog's values."""
@@ -116,6 +115,7 @@ def test_a_new_filter_is_one_line_in_the_vocabulary(monkeypatch, index_dir, real
     dropdowns = [b for b in demo.blocks.values() if isinstance(b, app_module.gr.Dropdown)]
     assert "Colour" in [d.label for d in dropdowns]
     assert "Black" in service.filter_choices()["baseColour"]
+
 
 def test_recommend_text_finds_what_the_words_describe(client):
     out = client.predict("black tee for men", 4, api_name="/recommend_text")

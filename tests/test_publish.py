@@ -180,9 +180,7 @@ def test_a_full_disk_ends_in_one_sentence_and_the_rerun_resumes(catalog_dir, tmp
     """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: the shards fit under it, the fitted
     descriptors do not."""
     out = tmp_path / "index"
-    cmd = precompute_command(
-        catalog_dir, out, random_weights, text_model, "--batch-size", "4", "--shard-size", "8"
-    )
+    cmd = precompute_command(catalog_dir, out, random_weights, text_model, "--batch-size", "4", "--shard-size", "8")
     limit = 400_000  # a shard of 8 is ~140-200 kB; the 48 products' descriptors are ~600 kB
 
     def small_files() -> None:
