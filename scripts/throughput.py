@@ -33,7 +33,8 @@ from recommender.build.decode import decode_pool, device_preprocessor, prepare_i
 from recommender.build.runner import calibrate_int8, embed_catalog
 from recommender.catalog import CatalogItem, CatalogSource
 from recommender.cli import add_model_options, run_main
-from recommender.embedder import INT8_PATHS, Embedder
+from recommender.embedder import Embedder
+from recommender.model_paths import INT8_PATHS
 from recommender.text_model import TextEncoder
 
 

@@ -12,7 +12,8 @@ import pytest
 import timm
 import torch
 
-from recommender.embedder import Embedder, float_precision
+from recommender.embedder import Embedder
+from recommender.model_paths import float_precision
 from recommender.runtime import configure_runtime
 from recommender.text_model import TextEncoder
 from recommender.weights import save_weights

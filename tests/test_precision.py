@@ -14,9 +14,10 @@ import torch
 from recommender import Recommender, ort_int8
 from recommender.build import precompute
 from recommender.catalog import CatalogSource
-from recommender.embedder import Embedder, choose_precision, int8_supported, ort_int8_supported
+from recommender.embedder import Embedder
 from recommender.errors import ArtifactsError, UserError
 from recommender.images import load_image
+from recommender.model_paths import choose_precision, int8_supported, ort_int8_supported
 from tests.helpers import SAMPLE, make_catalog, sample_rows
 
 CPU = torch.device("cpu")
@@ -170,7 +171,7 @@ def test_the_int8_backbone_is_traced_with_fx_conversions_outputs_bit_for_bit(rea
     assert isinstance(embedder._backbone, torch.jit.ScriptModule)
     batch = embedder.normalise(pixels(embedder, 500, 5))
     with torch.inference_mode():
-        traced, converted = embedder._backbone(batch), embedder._int8_backbone(batch)(batch)
+        traced, converted = embedder._backbone(batch), embedder.path.converted(embedder, batch)(batch)
     assert all(torch.equal(a, b) for a, b in zip(traced, converted))
 
 

@@ -4,6 +4,7 @@ result, on this machine or on Ray; the final name never shows a half-written ind
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,13 +12,14 @@ import timm
 import torch
 
 from recommender import artifacts, ort_int8
+from recommender.backbones import INPUT_SIZE
 from recommender.build import precompute
 from recommender.catalog import CatalogSource
-from recommender.embedder import INPUT_SIZE, Embedder
+from recommender.embedder import Embedder
 from recommender.foreground import colour_histogram, trim_background
 from recommender.images import load_image, pad_to_aspect
 from recommender.words import catalog_text
-from tests.helpers import SAMPLE
+from tests.helpers import SAMPLE, make_catalog, sample_rows
 
 
 def build(catalog_dir, out, embedder, text_encoder, **kwargs):
@@ -105,10 +107,19 @@ def _interrupting(embedder: Embedder, after_batches: int):
     return forward
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, embedder, text_encoder):
+    """(manifest, folder) of one uninterrupted build of the 48 products (8 a batch, 16 a shard): what the
+    resumed builds must equal, and an index already published for the rebuild test."""
+    catalog = make_catalog(tmp_path_factory.mktemp("catalog"), sample_rows(48))
+    out = tmp_path_factory.mktemp("reference") / "index"
+    return build(catalog, out, embedder, text_encoder, batch_size=8, shard_size=16), out
+
+
 def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
-    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference
 ):
-    reference = build(catalog_dir, tmp_path / "ref", embedder, text_encoder, batch_size=8, shard_size=16)
+    reference, ref = reference
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
     with pytest.raises(Interrupt):
@@ -121,21 +132,17 @@ def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
     monkeypatch.undo()
     resumed = build(catalog_dir, out, embedder, text_encoder, batch_size=8, shard_size=16)
     assert resumed["count"] == reference["count"]
-    assert json.loads((out / "metadata.json").read_text()) == json.loads(
-        (tmp_path / "ref" / "metadata.json").read_text()
-    )
-    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=1e-5)
-    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "ref" / "embeddings.npy"), atol=1e-4)
-    np.testing.assert_allclose(
-        np.load(out / "text_vectors.npy"), np.load(tmp_path / "ref" / "text_vectors.npy"), atol=1e-5
-    )
+    assert json.loads((out / "metadata.json").read_text()) == json.loads((ref / "metadata.json").read_text())
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(ref / "features.npy"), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(ref / "embeddings.npy"), atol=1e-4)
+    np.testing.assert_allclose(np.load(out / "text_vectors.npy"), np.load(ref / "text_vectors.npy"), atol=1e-5)
 
 
 def test_rebuild_replaces_an_existing_index_only_when_complete(
-    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference
 ):
-    out = tmp_path / "idx"
-    build(catalog_dir, out, embedder, text_encoder, batch_size=16)
+    shutil.copytree(reference[1].parent, tmp_path / "copy", symlinks=True)  # the index, its versions, its lock
+    out = tmp_path / "copy" / "index"
     before = (out / "manifest.json").read_text()
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=1))
     with pytest.raises(Interrupt):
@@ -158,13 +165,13 @@ def test_partial_run_with_other_settings_is_discarded_not_mixed(
 
 
 def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
-    text_encoder, text_model, catalog_dir, tmp_path, embedder, random_weights, monkeypatch
+    text_encoder, text_model, catalog_dir, tmp_path, embedder, random_weights, monkeypatch, reference
 ):
     """A build killed on this machine, finished on a local Ray: the same ids, metadata, thumbnails and
     descriptors as one uninterrupted run here (Ray's actors load the same weights and calibration)."""
     from recommender.build.ray_engine import RayEngine
 
-    reference = build(catalog_dir, tmp_path / "ref", embedder, text_encoder, batch_size=8, shard_size=16)
+    reference, ref = reference
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
     with pytest.raises(Interrupt):
@@ -181,12 +188,10 @@ def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
     )
     assert on_ray["build"]["engine"]["name"] == "ray" and on_ray["build"]["synthetic_views"] > 0
     assert on_ray["count"] == reference["count"]
-    assert artifacts.read_manifest(out)["thumbnails"] == artifacts.read_manifest(tmp_path / "ref")["thumbnails"]
-    assert (out / "metadata.json").read_text() == (tmp_path / "ref" / "metadata.json").read_text()
-    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=2e-2)
-    np.testing.assert_allclose(
-        np.load(out / "text_vectors.npy"), np.load(tmp_path / "ref" / "text_vectors.npy"), atol=1e-5
-    )
+    assert artifacts.read_manifest(out)["thumbnails"] == artifacts.read_manifest(ref)["thumbnails"]
+    assert (out / "metadata.json").read_text() == (ref / "metadata.json").read_text()
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(ref / "features.npy"), atol=2e-2)
+    np.testing.assert_allclose(np.load(out / "text_vectors.npy"), np.load(ref / "text_vectors.npy"), atol=1e-5)
 
 
 def test_ray_engine_reports_a_missing_ray_in_one_sentence(monkeypatch):

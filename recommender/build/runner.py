@@ -17,10 +17,11 @@ from tqdm import tqdm
 from .. import artifacts, ort_int8
 from ..augment import shopper_view
 from ..catalog import CatalogSource
-from ..embedder import INT8_CALIBRATION_IMAGES, INT8_PATHS, Embedder
+from ..embedder import INT8_CALIBRATION_IMAGES, Embedder
 from ..errors import UserError
 from ..files import write_atomic
 from ..images import load_image
+from ..model_paths import INT8_PATHS
 from ..runtime import release_freed_memory
 from ..text_model import TextEncoder
 from .decode import (
