@@ -4,8 +4,8 @@ catalog products.
 python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--precision auto|fp32|bf16|int8|ort-int8] [--share]
               [--host H] [--port P] [--no-mcp]
 
-The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp. The page's rooms
-live in recommender/serve/ui/; this file assembles them and launches.
+The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp. The page lives in
+recommender/serve/ui/ (page.py assembles its rooms); this file opens the index and launches it.
 """
 
 from __future__ import annotations
@@ -15,46 +15,19 @@ import os
 import sys
 from pathlib import Path
 
-import gradio as gr
-
 from recommender.build.starter import build_starter_index
 from recommender.cli import add_model_options, add_precision_option, run_cli
 from recommender.runtime import configure_runtime
 from recommender.serve.service import Service
 from recommender.serve.startup import open_index
-from recommender.serve.ui import endpoints
-from recommender.serve.ui.explore import build_explore
-from recommender.serve.ui.filters import FilterBar
-from recommender.serve.ui.guards import GuardedBlocks
-from recommender.serve.ui.launch import DELETE_CACHE, launch
-from recommender.serve.ui.present import EDITOR_SIDE
-from recommender.serve.ui.search import build_search
+from recommender.serve.ui.launch import launch
+from recommender.serve.ui.page import build_app
 from recommender.serve.url_fetch import URLFetcher
 from recommender.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "sample"
 EXAMPLE_IDS = (10009, 10138, 10156, 10205, 11241, 11496, 14908)
-
-
-def build_app(service: Service, examples: list[str] | None = None, canvas_side: int | None = EDITOR_SIDE) -> gr.Blocks:
-    """The page: a title, the catalog's status, the filter bar, the Search and Explore tabs, and the JSON
-    endpoints. `canvas_side`: the photo editors' (search.photo_editor)."""
-    with GuardedBlocks(title="Fashion look-alike finder", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(
-            "# Fashion look-alike finder\nUpload a photo of a clothing item or accessory, paste an image URL or "
-            "describe what you want in words: see what it is and the most similar products from the catalog."
-        )
-        status = gr.Markdown()
-        bar = FilterBar.build()
-        with gr.Tabs():
-            with gr.Tab("Search", id="search") as search_tab:
-                results = build_search(service, bar, examples, canvas_side)
-            with gr.Tab("Explore", id="explore") as explore_tab:
-                build_explore(service, bar, results, explore_tab, search_tab)
-        bar.wire(service, demo, status)
-        endpoints.register(service)
-    return demo
 
 
 def served(index: Path) -> list[Path]:

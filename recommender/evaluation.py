@@ -4,6 +4,7 @@ copies of their image."""
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -305,3 +306,15 @@ def filtered_recall(rec: "Recommender", rows: np.ndarray, n: int = 200, k: int =
             recalls.append(len(set(got) & set(exact)) / len(exact))
         out[name] = round(float(np.mean(recalls)), 4)
     return out
+
+
+def phone_photo(photo, side: int, seed: int) -> bytes:
+    """A photo scaled to `side` on its longer side with a camera's grain (Gaussian, sigma 2 levels: a
+    phone photo's pixels do not compress like a smooth upscale), as a JPEG."""
+    scale = side / max(photo.size)
+    big = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
+    grain = np.random.default_rng(seed).normal(0, 2, (big.height, big.width, 1))
+    buffer = io.BytesIO()
+    pixels = (np.asarray(big, np.float32) + grain).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()

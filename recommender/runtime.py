@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -52,3 +53,26 @@ def bf16_supported(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+# Environment caps on the kernels' instruction sets (an AVX2 CPU emulated on a newer one: benchmark.py).
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, the flags that decide the model's paths, and any cap on the kernels' ISA."""
+    import torch
+
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
+
+    flags = [f for f in field("flags").split() if f.startswith(("avx", "amx", "fma", "f16c"))]
+    return {
+        "model": field("model name"),
+        "flags": flags,
+        "cores": os.cpu_count(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+    }

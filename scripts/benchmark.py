@@ -39,7 +39,8 @@ import numpy as np
 
 from recommender.catalog import FULL_CATALOG
 from recommender.cli import add_model_options, model_options, run_main
-from recommender.runtime import configure_runtime
+from recommender.evaluation import phone_photo
+from recommender.runtime import configure_runtime, cpu_info
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,22 +146,6 @@ def precompute_throughput(args: argparse.Namespace) -> dict:
         "pipeline_runs": [[round(v, 1) for v in r] for r in out["pipeline"]],
         "naive_runs": [round(r[0], 1) for r in out["naive"]],
     }
-
-
-def phone_photo(photo, side: int, seed: int) -> bytes:
-    """A photo scaled to `side` on its longer side with a camera's grain (Gaussian, sigma 2 levels: a
-    phone photo's pixels do not compress like a smooth upscale), as a JPEG."""
-    import io
-
-    from PIL import Image
-
-    scale = side / max(photo.size)
-    big = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
-    grain = np.random.default_rng(seed).normal(0, 2, (big.height, big.width, 1))
-    buffer = io.BytesIO()
-    pixels = (np.asarray(big, np.float32) + grain).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def phone_photo_latency(rec, photos: list, summary) -> dict:
@@ -402,28 +387,6 @@ def scale(args: argparse.Namespace) -> dict:
 
         out["hnsw_1m"] = hnsw_simulation(args.index, args.scale, rss)
     return out
-
-
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
-
-
-def cpu_info() -> dict:
-    """The CPU's model name, the flags that decide the model's paths, and any cap on the kernels' ISA."""
-    import torch
-
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-
-    def field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
-
-    flags = [f for f in field("flags").split() if f.startswith(("avx", "amx", "fma", "f16c"))]
-    return {
-        "model": field("model name"),
-        "flags": flags,
-        "cores": os.cpu_count(),
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
-    }
 
 
 def available_paths() -> list[str]:

@@ -25,21 +25,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from recommender import Recommender
+from recommender.artifacts import read_manifest
+from recommender.cli import add_model_options, run_main
+from recommender.errors import UserError
+from recommender.evaluation import phone_photo
+from recommender.runtime import configure_runtime, cpu_info
+from recommender.serve.service import Service
+from recommender.serve.ui.launch import launch
+from recommender.serve.ui.page import build_app
+from recommender.serve.ui.present import EDITOR_SIDE
+from recommender.serve.url_fetch import URLFetcher
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmark import cpu_info, phone_photo  # noqa: E402
-
-import app as app_module  # noqa: E402
-from recommender import Recommender  # noqa: E402
-from recommender.artifacts import read_manifest  # noqa: E402
-from recommender.cli import add_model_options, run_main  # noqa: E402
-from recommender.errors import UserError  # noqa: E402
-from recommender.runtime import configure_runtime  # noqa: E402
-from recommender.serve.service import Service  # noqa: E402
-from recommender.serve.ui.present import EDITOR_SIDE  # noqa: E402
-from recommender.serve.url_fetch import URLFetcher  # noqa: E402
-
 PHOTO = ROOT / "tests" / "data" / "hires" / "10000.jpg"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
 
@@ -61,9 +59,9 @@ def measure(rec: Recommender, canvas_side: int | None, photos: dict[int, list[Pa
         return recommend(image, *args, **kwargs)
 
     service.recommend = noted
-    demo = app_module.launch(
-        app_module.build_app(service, canvas_side=canvas_side),
-        app_module.served(rec.folder),
+    demo = launch(
+        build_app(service, canvas_side=canvas_side),
+        [rec.folder / "thumbnails"],
         "127.0.0.1",
         None,
         block=False,

@@ -118,6 +118,21 @@ def float_embedder(real_weights) -> Embedder:
 
 
 @pytest.fixture(scope="session")
+def reference_build(tmp_path_factory, embedder, text_encoder) -> tuple[dict, Path]:
+    """(manifest, folder) of one uninterrupted build of `catalog_dir`'s 48 products (8 a batch, 16 a
+    shard, the random-init model on fp32): what the interrupted, damaged and killed builds must equal."""
+    from recommender.build import precompute
+    from recommender.catalog import CatalogSource
+
+    folder = make_catalog(tmp_path_factory.mktemp("reference-catalog"), sample_rows(48))
+    out = tmp_path_factory.mktemp("reference") / "index"
+    manifest = precompute(
+        CatalogSource(str(folder)), out, embedder, text_encoder, batch_size=8, shard_size=16, progress=False
+    )
+    return manifest, out
+
+
+@pytest.fixture(scope="session")
 def real_index(tmp_path_factory, real_embedder, text_encoder) -> Path:
     """An index of the first 300 sample products built with the real weights."""
     from recommender.build import precompute

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -112,7 +113,7 @@ def test_a_new_filter_is_one_line_in_the_vocabulary(monkeypatch, index_dir, real
     assert black["results"] and {r["baseColour"] for r in black["results"]} == {"Black"}
     near = calls["similar_item"](10138, 5, "All", "All", "All", "All", "Black")
     assert len(near["results"]) == 5 and {r["baseColour"] for r in near["results"]} == {"Black"}
-    dropdowns = [b for b in demo.blocks.values() if isinstance(b, app_module.gr.Dropdown)]
+    dropdowns = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)]
     assert "Colour" in [d.label for d in dropdowns]
     assert "Black" in service.filter_choices()["baseColour"]
 
@@ -293,7 +294,7 @@ def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index
 
 def test_the_app_serves_mcp_tools_unless_told_not_to(real_index, real_weights, text_model, monkeypatch):
     launched = []
-    monkeypatch.setattr(app_module.gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
     common = ["--index", str(real_index), "--weights", str(real_weights), "--text-model", str(text_model)]
     assert app_module.main(common) == 0 and app_module.main([*common, "--no-mcp"]) == 0
     assert [k["mcp_server"] for k in launched] == [True, False]

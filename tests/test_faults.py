@@ -47,10 +47,11 @@ def shards(partial: Path) -> int:
 
 
 def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(
-    catalog_dir, tmp_path, random_weights, text_model
+    catalog_dir, tmp_path, random_weights, text_model, reference_build
 ):
-    reference = tmp_path / "reference"
-    subprocess.run(command(catalog_dir, reference, random_weights, text_model), check=True)
+    """Killed three times, then rerun: what one uninterrupted build of the same products gives (built in
+    this process, with other batch and shard sizes: the same index)."""
+    reference = reference_build[1]
     out = tmp_path / "index"
     cmd = command(catalog_dir, out, random_weights, text_model)
     run_until(

@@ -63,7 +63,7 @@ def int8_index(request, tmp_path_factory, real_weights, text_encoder):
     (it was built so), else a small one."""
     if request.param == choose_precision(CPU):
         return request.getfixturevalue("real_index")
-    folder = make_catalog(tmp_path_factory.mktemp("int8-catalog"), sample_rows(120))
+    folder = make_catalog(tmp_path_factory.mktemp("int8-catalog"), sample_rows(60))
     out = tmp_path_factory.mktemp(request.param) / "index"
     embedder = Embedder(real_weights, precision=request.param)
     precompute(CatalogSource(str(folder)), out, embedder, text_encoder, progress=False)

@@ -19,7 +19,7 @@ from recommender.embedder import Embedder
 from recommender.foreground import colour_histogram, trim_background
 from recommender.images import load_image, pad_to_aspect
 from recommender.words import catalog_text
-from tests.helpers import SAMPLE, make_catalog, sample_rows
+from tests.helpers import SAMPLE
 
 
 def build(catalog_dir, out, embedder, text_encoder, **kwargs):
@@ -107,19 +107,10 @@ def _interrupting(embedder: Embedder, after_batches: int):
     return forward
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, embedder, text_encoder):
-    """(manifest, folder) of one uninterrupted build of the 48 products (8 a batch, 16 a shard): what the
-    resumed builds must equal, and an index already published for the rebuild test."""
-    catalog = make_catalog(tmp_path_factory.mktemp("catalog"), sample_rows(48))
-    out = tmp_path_factory.mktemp("reference") / "index"
-    return build(catalog, out, embedder, text_encoder, batch_size=8, shard_size=16), out
-
-
 def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
-    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference_build
 ):
-    reference, ref = reference
+    reference, ref = reference_build
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
     with pytest.raises(Interrupt):
@@ -139,9 +130,9 @@ def test_interrupted_precompute_resumes_to_the_uninterrupted_result(
 
 
 def test_rebuild_replaces_an_existing_index_only_when_complete(
-    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference
+    text_encoder, catalog_dir, tmp_path, embedder, monkeypatch, reference_build
 ):
-    shutil.copytree(reference[1].parent, tmp_path / "copy", symlinks=True)  # the index, its versions, its lock
+    shutil.copytree(reference_build[1].parent, tmp_path / "copy", symlinks=True)  # the index, its versions, its lock
     out = tmp_path / "copy" / "index"
     before = (out / "manifest.json").read_text()
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=1))
@@ -165,13 +156,13 @@ def test_partial_run_with_other_settings_is_discarded_not_mixed(
 
 
 def test_ray_engine_resumes_a_build_to_the_same_index_as_this_machine(
-    text_encoder, text_model, catalog_dir, tmp_path, embedder, random_weights, monkeypatch, reference
+    text_encoder, text_model, catalog_dir, tmp_path, embedder, random_weights, monkeypatch, reference_build
 ):
     """A build killed on this machine, finished on a local Ray: the same ids, metadata, thumbnails and
     descriptors as one uninterrupted run here (Ray's actors load the same weights and calibration)."""
     from recommender.build.ray_engine import RayEngine
 
-    reference, ref = reference
+    reference, ref = reference_build
     out = tmp_path / "idx"
     monkeypatch.setattr(embedder, "forward", _interrupting(embedder, after_batches=3))
     with pytest.raises(Interrupt):

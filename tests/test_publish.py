@@ -139,16 +139,10 @@ def test_a_second_build_on_the_same_folder_is_refused(tmp_path, catalog_dir, ran
     assert not out.exists() and not out.with_name("index.partial").exists()
 
 
-def test_a_damaged_shard_is_embedded_again(tmp_path, catalog_dir, embedder, text_encoder, monkeypatch, capsys):
-    reference = precompute(
-        CatalogSource(str(catalog_dir)),
-        tmp_path / "ref",
-        embedder,
-        text_encoder,
-        progress=False,
-        batch_size=8,
-        shard_size=16,
-    )
+def test_a_damaged_shard_is_embedded_again(
+    tmp_path, catalog_dir, embedder, text_encoder, monkeypatch, capsys, reference_build
+):
+    reference, ref = reference_build
     out = tmp_path / "index"
     real, calls = embedder.forward, {"n": 0}
 
@@ -173,7 +167,7 @@ def test_a_damaged_shard_is_embedded_again(tmp_path, catalog_dir, embedder, text
     )
     assert "shard-00000.npz is damaged" in capsys.readouterr().out
     assert rebuilt["count"] == reference["count"]
-    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(tmp_path / "ref" / "features.npy"), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(ref / "features.npy"), atol=1e-5)
 
 
 def test_a_full_disk_ends_in_one_sentence_and_the_rerun_resumes(catalog_dir, tmp_path, random_weights, text_model):
