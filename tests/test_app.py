@@ -429,6 +429,7 @@ def test_an_example_photo_is_answered_once_then_from_the_cache(
         first = example.predict(0, api_name="/ui_example_photo")
         again = Client(url, verbose=False).predict(0, api_name="/ui_example_photo")
     assert len(searches) == 1 and first == again
-    label, details, found = first
+    summary, label, details, found = first
+    assert summary.startswith("What it is: **Watches**") and summary.count(" · ") == 2
     assert label["label"] == "Watches" and "| Category | Accessories |" in details
     assert len(found) == 12 and all(open(item["image"], "rb").read(2) == b"\xff\xd8" for item in found)

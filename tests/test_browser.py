@@ -135,6 +135,33 @@ def test_upload_shows_k_results_and_classification_then_more_like_this(page, tmp
     assert shot.stat().st_size > 10_000
 
 
+def test_what_it_is_shows_above_the_results_without_scrolling_on_a_laptop_screen(browser, app_url, real_index):
+    """At 1366x768, after an upload (and after fetching an image URL): the one-line summary of what the
+    item is sits inside the viewport, above the gallery."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    try:
+        page.goto(app_url)
+        page.wait_for_selector("text=Catalog:", timeout=30_000)
+        page.wait_for_selector("[data-testid=image] canvas", timeout=30_000)
+        photo = sorted((SAMPLE / "images").glob("*.jpg"))[9]  # one no other test uploads
+        page.set_input_files("input[type=file]", str(photo))
+        page.wait_for_selector("#summary :text('What it is:')", timeout=60_000)
+        summary = page.locator("#summary")
+        box = summary.bounding_box()
+        assert page.evaluate("window.scrollY") == 0
+        assert 0 <= box["y"] and box["y"] + box["height"] <= 768 and box["x"] + box["width"] <= 1366
+        assert summary.inner_text().count(" · ") == 2 and "%" in summary.inner_text()
+        assert box["y"] < page.locator(".thumbnail-item").first.bounding_box()["y"]  # above the results
+        page.get_by_role("tab", name="Image URL").click()
+        page.get_by_label("Image URL").fill(f"{app_url}gradio_api/file={real_index / 'thumbnails' / '10138.jpg'}")
+        page.get_by_role("button", name="Fetch and find similar").click()
+        page.wait_for_selector("#summary :text('Watches')", timeout=60_000)
+        box = summary.bounding_box()
+        assert box["y"] + box["height"] <= 768 and page.evaluate("window.scrollY") == 0
+    finally:
+        page.close()
+
+
 def test_an_upload_searches_once(page, photo_searches):
     """The editor fires an upload and a change event for one upload: one search answers both."""
     photo_searches.clear()

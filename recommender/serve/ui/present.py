@@ -22,6 +22,7 @@ T = TypeVar("T")
 # still holds for a product a twelfth of its photo's longer side (docs/benchmarks.md#upload).
 EDITOR_SIDE = 512
 DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
+SUMMARY_HEADS = ("articleType", "gender", "baseColour")  # what the item is, in one line above the gallery
 
 
 class SharedAnswers:
@@ -128,6 +129,17 @@ def photo_reference(classification: dict, understood: dict[str, list[str]] | Non
 
 def article_label(classification: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in classification.get("articleType", [])}
+
+
+def summary_line(classification: dict) -> str:
+    """What the photo is at a glance, above the results: type, gender and colour with their confidences
+    ("**Tshirts** 82% · **Men** 88% · **White** 61%")."""
+    parts = [
+        f"**{top[0]['label']}** {top[0]['confidence']:.0%}"
+        for head in SUMMARY_HEADS
+        if (top := classification.get(head))
+    ]
+    return "What it is: " + " · ".join(parts) if parts else ""
 
 
 def details_markdown(classification: dict, understood: str | None = None) -> str:

@@ -23,6 +23,7 @@ from .present import (
     photo_reference,
     pixels_key,
     result_choices,
+    summary_line,
 )
 
 EXAMPLE_WORDS = ("navy polo for men", "red heels", "women's black purse", "white sneakers", "grey hoodie", "shades")
@@ -114,6 +115,9 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
             label = gr.Label(num_top_classes=3, label=TITLES["articleType"])
             details = gr.Markdown()
         with gr.Column(scale=3):
+            # What it is, where the eye lands first (the full table stays on the left): on a laptop
+            # screen the left column's end is below the fold.
+            summary = gr.Markdown(elem_id="summary")
             found = gr.Gallery(label=GALLERY_LABEL, columns=4, height=620, object_fit="contain", allow_preview=False)
             with gr.Accordion("Refine with likes", open=False):
                 likes = gr.CheckboxGroup(label="I like these", choices=[])
@@ -138,7 +142,7 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
         details_ = details_markdown(c, payload.get("understood"))
         reference = photo_reference(c, service.asked(words_))
         label_ = gr.update(value=article_label(c), visible=True)
-        return (label_, details_, Profile(query=vector), *show(payload, reference, "your photo"))
+        return (summary_line(c), label_, details_, Profile(query=vector), *show(payload, reference, "your photo"))
 
     def on_photo_changed(photo_, words_, k_, *f):
         """A new, cropped or painted photo searches at once; a cleared editor changes nothing."""
@@ -154,9 +158,9 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
     @guarded
     def on_words(words_, k_, *f):
         payload, vector = service.recommend_text(words_, k_, **bar.values(f))
-        details_ = details_markdown({}, payload["understood"])
+        asked = details_markdown({}, payload["understood"])  # above the results, as a photo's summary is
         no_label = gr.update(value=None, visible=False)  # words have no photo to classify
-        return (no_label, details_, Profile(query=vector), *show(payload, service.asked(words_), "your words"))
+        return (asked, no_label, "", Profile(query=vector), *show(payload, service.asked(words_), "your words"))
 
     @guarded
     def on_browse(page_, k_, *f):
@@ -178,7 +182,7 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
         return Profile(query=profile_.query), gr.update(value=[]), gr.update(value=[])
 
     shown_outputs = results.outputs
-    classify_outputs = [label, details, profile, *shown_outputs]
+    classify_outputs = [summary, label, details, profile, *shown_outputs]
     image_inputs, url_inputs = [image, image_words, *bar.inputs], [url_image, url_words, *bar.inputs]
     wire(search_btn.click, on_image, image_inputs, classify_outputs, "search_image")
     # An upload searches through its own event too: headless Chromium showed the editor's change event
@@ -206,14 +210,15 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
         and kept for every later one (its change event then searches again with the visitor's filters)."""
         payload, _ = answer_photo(photo_, "", bar.k.value, {name: ALL for name in bar.dropdowns})
         c = payload["classification"]
-        return article_label(c), details_markdown(c), gallery(payload["results"], photo_reference(c))
+        found_ = gallery(payload["results"], photo_reference(c))
+        return summary_line(c), article_label(c), details_markdown(c), found_
 
     if examples:
         with upload_tab:
             gr.Examples(
                 examples,
                 inputs=image,
-                outputs=[label, details, found],
+                outputs=[summary, label, details, found],
                 fn=on_example,
                 cache_examples=True,
                 cache_mode="lazy",
