@@ -171,6 +171,16 @@ def test_browse_pages_through_the_filtered_catalog(client):
     assert ids == sorted(ids) and len(set(ids)) == 24
 
 
+def test_the_line_above_the_results_says_what_was_asked(client):
+    """The page's summary line (its events are callable, undocumented): what words asked for; nothing for a
+    page of the catalog, which answers no query (a photo's: the example and browser tests)."""
+    words = client.predict("black tee for men", 12, "All", "All", "All", "All", api_name="/ui_search_words")
+    assert words[0] == "**Your words asked for:** gender Men · colour Black · article type Tshirts"
+    assert words[2] == ""  # not twice: the table beside the photo stays empty for words
+    browse = client.predict(1, 12, "All", "All", "All", "All", api_name="/ui_browse")
+    assert browse[0] == "" and browse[1].endswith("products match.")
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

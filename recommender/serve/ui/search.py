@@ -165,7 +165,7 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
     @guarded
     def on_browse(page_, k_, *f):
         payload = service.browse(page_ or 1, k_, **bar.values(f))
-        return (f"{payload['total']} products match.", *show(payload))
+        return "", f"{payload['total']} products match.", *show(payload)  # no query: no summary above
 
     @guarded
     def on_select(evt: gr.SelectData, shown_, k_, *f):
@@ -199,7 +199,7 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
     wire(url_words.submit, on_image, url_inputs, classify_outputs, "search_url_words")
     wire(words_btn.click, on_words, [words, *bar.inputs], classify_outputs, "search_words")
     wire(words.submit, on_words, [words, *bar.inputs], classify_outputs, "search_words_submit")
-    wire(browse_btn.click, on_browse, [page, *bar.inputs], [total, *shown_outputs], "browse")
+    wire(browse_btn.click, on_browse, [page, *bar.inputs], [summary, total, *shown_outputs], "browse")
     wire(results.gallery.select, on_select, [results.shown, *bar.inputs], [profile, *shown_outputs], "more_like_this")
     wire(refine_btn.click, on_refine, [profile, likes, dislikes, *bar.inputs], shown_outputs, "refine")
     wire(reset_btn.click, on_reset, [profile], [profile, likes, dislikes], "reset")
