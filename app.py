@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from recommender.build.starter import build_starter_index
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     # (+21 MB over 2,700 requests; +1 MB keeping 1,000, plenty for the queue's wait estimates;
     # docs/benchmarks.md#hostile-soak).
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+    # The examples' answers are cached at their first click, for this process only: Gradio's default
+    # folder (.gradio/ in the working directory) outlives a restart, and with it answers from the index
+    # served before (the starter index, an older build).
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="fashion-examples-"))
 
     service = Service(URLFetcher(allow_addresses=settings.test_allow_addresses))
 

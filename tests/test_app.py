@@ -4,7 +4,10 @@ with the real weights and a small real catalog."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -305,10 +308,15 @@ def test_a_starter_index_this_version_cannot_read_is_rebuilt_but_any_other_index
 def test_the_app_serves_mcp_tools_unless_told_not_to(real_index, real_weights, text_model, monkeypatch):
     launched = []
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(kwargs))
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", "")
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE")  # restored (unset) after the test
     common = ["--index", str(real_index), "--weights", str(real_weights), "--text-model", str(text_model)]
     assert app_module.main(common) == 0 and app_module.main([*common, "--no-mcp"]) == 0
     assert [k["mcp_server"] for k in launched] == [True, False]
     assert all(k["css"] == CSS for k in launched)
+    # The examples' cached answers live as long as the process: a restart on another index starts afresh.
+    cache = Path(os.environ["GRADIO_EXAMPLES_CACHE"])
+    assert cache.is_dir() and cache.is_relative_to(tempfile.gettempdir()) and not any(cache.iterdir())
 
 
 def test_captions_say_why_a_result_matched():
