@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 
 from .backbones import DEFAULT, backbone
@@ -224,7 +223,7 @@ def convert_tfjs(tensors: dict[str, np.ndarray], labels: list[str]) -> tuple[tor
         state[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - torch.from_numpy(bias)
     for key in [k for k in state if k.endswith("running_mean")]:
         state[key.replace("running_mean", "num_batches_tracked")] = torch.tensor(0)
-    model = timm.create_model(ARCH, pretrained=False)
+    model = DEFAULT.create()
     apply_layout(model, KERAS_LAYOUT)
     model.load_state_dict(state, strict=True)
     return model.eval(), dict(KERAS_LAYOUT, labels=labels)

@@ -146,12 +146,20 @@ def test_bodies_over_10_mb_are_cut(server, local):
         local.fetch(server.url("/huge-chunked"))
 
 
-def test_a_slow_drip_hits_the_total_deadline(server):
-    fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=2)
+@pytest.mark.parametrize(
+    "path, timeout_s, bound_s",
+    [
+        ("/slow", 2, 4),
+        # Each byte arrives well within a read timeout; only a deadline for the whole fetch stops it.
+        ("/drip-headers", 1, 2.0),
+    ],
+)
+def test_a_slow_server_is_cut_off_at_the_total_deadline(server, path, timeout_s, bound_s):
+    fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=timeout_s)
     started = time.monotonic()
-    with pytest.raises(URLRefused, match="within 2 seconds"):
-        fetcher.fetch(server.url("/slow"))
-    assert time.monotonic() - started < 4
+    with pytest.raises(URLRefused, match=f"within {timeout_s} seconds"):
+        fetcher.fetch(server.url(path))
+    assert time.monotonic() - started < bound_s
 
 
 def test_non_image_content_and_http_errors_are_clear(server, local):
@@ -161,15 +169,6 @@ def test_non_image_content_and_http_errors_are_clear(server, local):
         load_image(local.fetch(server.url("/text")))
     with pytest.raises(URLRefused, match="HTTP 404"):
         local.fetch(server.url("/missing"))
-
-
-def test_a_server_dripping_its_headers_is_cut_off_at_the_total_deadline(server):
-    """Each byte arrives well within a read timeout; only a deadline for the whole fetch stops it."""
-    fetcher = URLFetcher(allow_addresses=frozenset({"127.0.0.1"}), timeout_s=1)
-    started = time.monotonic()
-    with pytest.raises(URLRefused, match="within 1 seconds"):
-        fetcher.fetch(server.url("/drip-headers"))
-    assert time.monotonic() - started < 2.0
 
 
 def test_a_name_lookup_that_hangs_is_abandoned_at_the_deadline():

@@ -50,11 +50,6 @@ def classification_json(predictions: dict[str, list[tuple[str, float]]]) -> dict
     }
 
 
-def filters(**filter_values: str) -> dict[str, str]:
-    """The API's filter arguments (any of vocabulary.API_FILTERS, by name) as catalog-column filters."""
-    return filters_from_api(**filter_values)
-
-
 def catalog_ids(rec: Recommender, values: object, name: str) -> list[int]:
     """`values` as a list of catalog item ids, or a UserError: API clients may send anything."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
@@ -130,7 +125,7 @@ class Service:
         text = None if text is None or (isinstance(text, str) and not text.strip()) else text
         understood = rec.understand(text) if text is not None else None  # bad words: one sentence before any work
         query = rec.query(self.load_image(image))
-        results = rec.search_query(query, k, filters(**filter_values), text)
+        results = rec.search_query(query, k, filters_from_api(**filter_values), text)
         payload = {
             "classification": classification_json(rec.heads.top(query.probabilities)),
             "results": [match_json(m) for m in results],
@@ -150,7 +145,7 @@ class Service:
         returns a query vector for refinement (the results' mean look)."""
         rec = self.recommender
         understood = rec.understand(text)
-        results = rec.search_text(text, k, filters(**filter_values))
+        results = rec.search_text(text, k, filters_from_api(**filter_values))
         vector = None
         if results:
             mean = np.mean([rec.vector_of(m.id) for m in results], axis=0)
@@ -166,7 +161,11 @@ class Service:
         return rec.thumbnail_path(int(rec.metadata.ids[rec.row_of(item_id)]))
 
     def similar_item(self, item_id: int | str, k: int = 12, **filter_values: str) -> dict:
-        return {"results": [match_json(m) for m in self.recommender.similar_to(item_id, k, filters(**filter_values))]}
+        return {
+            "results": [
+                match_json(m) for m in self.recommender.similar_to(item_id, k, filters_from_api(**filter_values))
+            ]
+        }
 
     def classify(self, image: ImageInput | None) -> dict:
         return classification_json(self.recommender.classify(self.load_image(image)))
@@ -182,7 +181,7 @@ class Service:
         """The catalog in id order, filtered, one page at a time (no photo needed)."""
         rec = self.recommender
         page, page_size = whole_number(page, "page", 1), whole_number(page_size, "page_size", 1, 100)
-        mask = rec.metadata.mask(filters(**filter_values))
+        mask = rec.metadata.mask(filters_from_api(**filter_values))
         rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
         rows = rows[np.argsort(rec.metadata.ids[rows], kind="stable")]
         start = (page - 1) * page_size
@@ -207,12 +206,12 @@ class Service:
             profile.query, [rec.vector_of(i) for i in profile.liked], [rec.vector_of(i) for i in profile.disliked]
         )
         seen = {rec.row_of(i) for i in profile.disliked}
-        results = rec.search_vector(vector, k, filters(**filter_values), exclude_rows=tuple(seen))
+        results = rec.search_vector(vector, k, filters_from_api(**filter_values), exclude_rows=tuple(seen))
         return {"results": [match_json(m) for m in results]}
 
     def insights(self, top: int = 25, **filter_values: str) -> dict[str, list[tuple[str, int]]]:
         """Per INSIGHT_COLUMNS column, the filtered catalog's `top` values with their product counts."""
-        md, where = self.recommender.metadata, filters(**filter_values)
+        md, where = self.recommender.metadata, filters_from_api(**filter_values)
         return {column: md.counts(column, where)[:top] for column in INSIGHT_COLUMNS}
 
     def head_accuracy(self, column: str = "articleType") -> list[tuple[str, float, int]]:
@@ -237,11 +236,12 @@ class Service:
         rec = self.recommender
         if colour_by not in MAP_COLOURS:
             raise UserError(f"Colour the map by one of: {', '.join(MAP_COLOURS)}.")
-        mask = rec.metadata.mask(filters(**filter_values))
+        where = filters_from_api(**filter_values)
+        mask = rec.metadata.mask(where)
         rows = np.arange(len(rec.metadata)) if mask is None else np.flatnonzero(mask)
         rows = rows[np.linspace(0, len(rows) - 1, limit).astype(int)] if len(rows) > limit else rows
         labels = rec.metadata.columns[colour_by]
-        common = {value for value, _ in rec.metadata.counts(colour_by, filters(**filter_values))[:MAP_GROUPS]}
+        common = {value for value, _ in rec.metadata.counts(colour_by, where)[:MAP_GROUPS]}
 
         def point(row: int, group: str) -> dict:
             x, y = (float(v) for v in rec.positions[row])
@@ -264,7 +264,7 @@ class Service:
         except (TypeError, ValueError):
             raise UserError("Drag across the map to select a stretch of it.") from None
         k = whole_number(k, "k", 1, 100)
-        mask = rec.metadata.mask(filters(**filter_values))
+        mask = rec.metadata.mask(filters_from_api(**filter_values))
         x = np.asarray(rec.positions[:, 0])
         inside = (x >= low) & (x <= high) & (True if mask is None else mask)
         rows = np.flatnonzero(inside)
@@ -274,7 +274,7 @@ class Service:
     def filter_choices(self, **filter_values: str) -> dict[str, list[str]]:
         """Each filter's dropdown choices (by catalog column) from the index metadata, narrowed by the
         filters above it (`filter_values`, by API name: a sub-category's choices within the category)."""
-        md, chosen = self.recommender.metadata, filters(**filter_values)
+        md, chosen = self.recommender.metadata, filters_from_api(**filter_values)
         return {
             f.column: md.values(f.column, {c: chosen.get(c, ALL) for c in f.narrowed_by})
             for f in vocabulary.API_FILTERS
