@@ -371,3 +371,20 @@ def test_an_upload_stored_again_under_the_same_name_is_not_swept(tmp_path, monke
     assert old.exists() and uploads == {str(old)}
     ui.sweep_uploads(uploads, cap_bytes=0, min_age_s=0)  # once old enough, it goes like any other
     assert not old.exists() and uploads == set()
+
+
+def test_the_pages_sentence_does_not_carry_the_error_it_replaces():
+    """An app's error sentence is kept by Gradio in a reference cycle; as the context of the error it
+    replaces, it would keep that error's frames and their locals (a fetched body, a decoded photo)."""
+    import gradio as gr
+
+    from recommender.errors import UserError
+    from recommender.serve.ui.guards import guarded
+
+    def fails(size: int):
+        body = b"x" * size  # noqa: F841 - what the frame holds
+        raise UserError("The image at that URL is larger than 10 MB; use a smaller photo.")
+
+    with pytest.raises(gr.Error, match="larger than 10 MB") as said:
+        guarded(fails)(1_000_000)
+    assert said.value.__context__ is None and said.value.__cause__ is None

@@ -265,25 +265,30 @@ class URLFetcher:
             except OSError:
                 pass
 
-    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
-        too_big = URLRefused(
+    def _too_big(self) -> URLRefused:
+        return URLRefused(
             f"The image at that URL is larger than {self.max_bytes // (1024 * 1024)} MB; use a smaller photo."
         )
+
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
         length = response.getheader("Content-Length")
         if length and length.isdigit() and int(length) > self.max_bytes:
-            raise too_big
+            raise self._too_big()
         chunks, size = [], 0
         while True:
             if time.monotonic() >= deadline:
+                chunks.clear()  # the refusal's traceback keeps this frame: not the body with it
                 raise URLRefused(
                     f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link."
                 )
             chunk = response.read1(65536)
             if not chunk:
                 if time.monotonic() >= deadline:  # the watchdog cut it: not the whole body
+                    chunks.clear()
                     raise self._late()
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.max_bytes:
-                raise too_big
+                chunks.clear()
+                raise self._too_big()
             chunks.append(chunk)

@@ -39,10 +39,14 @@ def guarded(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except UserError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            sentence = str(exc)
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
+            sentence = "Something went wrong on our side; please try again."
+        # Raised outside the except clause, the sentence does not hold the error it replaces as its
+        # context: that error's traceback keeps every frame's locals (a fetched body, a decoded photo),
+        # and Gradio keeps the sentence in a reference cycle that only a full garbage collection frees.
+        raise gr.Error(sentence, print_exception=False)
 
     return wrapper
 
