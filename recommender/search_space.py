@@ -104,14 +104,34 @@ class SearchSpace:
 def principal_directions(features: Iterable[np.ndarray], dims: int) -> np.ndarray:
     """(dims, d) top eigenvectors of the uncentred second moment of the rows of `features` (chunks of
     rows, so a catalog never sits in memory at once): keeping the mean direction measured better than
-    centring."""
+    centring. With fewer rows than dimensions (a small catalog) the same directions come from the rows'
+    n x n Gram matrix: the d x d problem costs seconds whatever the catalog's size."""
+    kept: list[torch.Tensor] = []
     moment, count = None, 0
     for chunk in features:
         x = torch.from_numpy(np.asarray(chunk, np.float64))
-        moment = x.T @ x if moment is None else moment + x.T @ x
         count += len(x)
-    values, vectors = torch.linalg.eigh(moment / max(count, 1))  # torch's eigh: 2x numpy's speed here
-    return vectors[:, torch.argsort(values, descending=True)[:dims]].T.numpy().astype(np.float32)
+        if moment is None and count <= x.shape[1]:
+            kept.append(x)
+            continue
+        if moment is None:
+            moment = sum((k.T @ k for k in kept), torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64))
+            kept = []
+        moment += x.T @ x
+    if moment is not None:
+        values, vectors = torch.linalg.eigh(moment / count)  # torch's eigh: 2x numpy's speed here
+        return vectors[:, torch.argsort(values, descending=True)[:dims]].T.numpy().astype(np.float32)
+    x = torch.cat(kept) if kept else torch.zeros(0, 0, dtype=torch.float64)
+    values, u = torch.linalg.eigh(x @ x.T / max(count, 1))
+    order = torch.argsort(values, descending=True)
+    values, u = values[order], u[:, order]
+    spanned = int((values > values[:1].clamp(min=0) * 1e-12).sum()) if len(values) else 0
+    directions = (x.T @ u[:, :spanned]) / torch.sqrt(values[:spanned] * max(count, 1))  # unit columns
+    if spanned < dims:  # the rows span fewer directions: the rest of an orthonormal basis, fixed by a seed
+        rest = torch.randn(x.shape[1], dims - spanned, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        q, r = torch.linalg.qr(torch.cat([directions, rest], dim=1))
+        directions = q * torch.sign(torch.diagonal(r))  # the spanned directions keep their signs
+    return directions[:, :dims].T.numpy().astype(np.float32)
 
 
 def fit_search_space(

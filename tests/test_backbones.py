@@ -62,3 +62,15 @@ def test_weights_naming_an_unknown_backbone_are_one_sentence(tmp_path):
     save_weights(BACKBONES["resnet18"].create().eval(), path, {"architecture": "vit_tiny"})
     with pytest.raises(WeightsError, match="No backbone description for 'vit_tiny'; this version knows resnet50"):
         Embedder(path)
+
+
+def test_the_traced_float_backbone_computes_the_eager_models_maps(resnet18_weights):
+    embedder = Embedder(resnet18_weights, precision="fp32")
+    x = torch.rand(2, 3, *embedder.spec.input_size)
+    eager = embedder.float_features().eval()
+    with torch.inference_mode():
+        expected = eager(x)
+        embedder.warm_up()
+        traced = embedder._backbone(x)
+    assert isinstance(embedder._backbone, torch.jit.ScriptModule)
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(traced, expected))

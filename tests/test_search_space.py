@@ -105,3 +105,20 @@ def test_training_sample_caps_fit_rows_deterministically_and_keeps_required_rows
     assert set(ids[shuffled][training_sample(ids[shuffled], fit[shuffled], cap=100)]) == set(
         ids[training_sample(ids, fit, cap=100)]
     )
+
+
+def test_principal_directions_of_fewer_rows_than_dimensions_are_the_second_moments_eigenvectors():
+    """A small catalog's directions come from its n x n Gram matrix: the same as the d x d second moment's
+    (up to sign), then completed to an orthonormal basis."""
+    from recommender.search_space import principal_directions
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(40, 96)) * np.linspace(3, 0.1, 96)).astype(np.float32)
+    small = principal_directions([x[:25], x[25:]], 60)  # 40 rows < 96 dims: the Gram route
+    values, vectors = np.linalg.eigh(x.astype(np.float64).T @ x / len(x))
+    reference = vectors[:, np.argsort(-values)[:40]].T
+    assert small.shape == (60, 96)
+    np.testing.assert_allclose(np.abs((small[:40] * reference).sum(axis=1)), 1.0, atol=1e-4)
+    np.testing.assert_allclose(small @ small.T, np.eye(60), atol=1e-5)  # an orthonormal basis
+    many = np.concatenate([x] * 3)  # 120 rows > 96: the second moment's own eigenvectors
+    np.testing.assert_allclose(np.abs((principal_directions([many], 40) * reference).sum(axis=1)), 1.0, atol=1e-4)
