@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .augment import rephotograph
-from .heads import Heads
+from .heads import Heads, calibration_error, softmax
 from .hnsw import top_k
 from .images import load_image
 from .metadata import Metadata
@@ -136,12 +136,12 @@ def real_photo_report(
 ) -> dict:
     """Real higher-resolution photos of held-out products (`photos/images/<id>.jpg`) through the full
     query path: the product itself (or a byte-identical catalog image) first / in the top 10; P@10 of
-    the other results per field; the heads' accuracy on the photos."""
+    the other results per field; the heads on the photos (`classification_report`, no confusion matrix)."""
     md, sha = rec.metadata, rec.metadata.image_sha
     rows = np.array([r for r in rows if (photos / "images" / f"{int(md.ids[r])}.jpg").is_file()], np.int64)
     rank1 = top10 = 0
     precision: dict[str, list[float]] = {f: [] for f in fields}
-    correct: dict[str, list[bool]] = {h: [] for h in rec.heads}
+    descriptors = []
     for row in tqdm(rows, desc="real photos", unit="q"):
         query = rec.query(load_image(photos / "images" / f"{int(md.ids[row])}.jpg"))
         found = [md.row_of(m.id) for m in rec.search_vector(query.vector, 11)]
@@ -151,18 +151,18 @@ def real_photo_report(
         others = [r for r, s in zip(found, same) if not s][:10]
         for field in fields:
             precision[field].append(float(np.mean([md.columns[field][r] == md.columns[field][row] for r in others])))
-        for column in rec.heads:
-            classes = rec.heads[column].classes
-            truth = str(md.columns[column][row])
-            if truth in classes:
-                correct[column].append(classes[int(np.argmax(query.probabilities[column]))] == truth)
+        descriptors.append(query.descriptor)
     n = max(len(rows), 1)
+    x = np.stack(descriptors) if descriptors else np.zeros((0, rec.heads.hidden_weight.shape[1]), np.float32)
+    heads = classification_report(rec.heads, x, {c: md.columns[c][rows] for c in md.columns})
+    for entry in heads.values():
+        entry.pop("confusion", None), entry.pop("classes", None)
     return {
         "rank1": round(rank1 / n, 4),
         "top10": round(top10 / n, 4),
         "queries": int(len(rows)),
         "P@10": {f: round(float(np.mean(v)), 4) for f, v in precision.items()},
-        "heads": {h: round(float(np.mean(v)), 4) for h, v in correct.items() if v},
+        "heads": heads,
     }
 
 
@@ -214,31 +214,51 @@ def crop_report(rec: "Recommender", photos: Path, rows: np.ndarray, n: int = 200
     return {"whole_rank1": round(whole / n_, 4), "cropped_rank1": round(cropped / n_, 4), "queries": len(chosen)}
 
 
-def classification_report(heads: Heads, descriptors: np.ndarray, metadata: Metadata, rows: np.ndarray) -> dict:
-    """Per head: accuracy and macro-F1 on `rows` (the confusion matrix for article type)."""
+# The worst-N mean: the mean accuracy of this many least accurate article types, among those with at
+# least WORST_MIN_ROWS measured products (fewer would make it the noise of a handful of photos).
+WORST = 20
+WORST_MIN_ROWS = 5
+
+
+def classification_report(heads: Heads, descriptors: np.ndarray, columns: dict[str, np.ndarray]) -> dict:
+    """Per head, on (n, d) `descriptors` whose true labels are `columns` (n each): accuracy, macro-F1 and
+    the expected calibration error of the top label with its temperature (`ece`) and without
+    (`ece_uncalibrated`); for article type also the worst-20 mean, the accuracy on women's and on men's
+    products, and the confusion matrix."""
     report = {}
-    logits = heads.scores(np.asarray(descriptors[rows], np.float32))
+    logits = heads.scores(np.asarray(descriptors, np.float32))
     for column in heads:
         classes = heads[column].classes
         lookup = {c: i for i, c in enumerate(classes)}
-        truth = np.array([lookup.get(str(v), -1) for v in metadata.columns[column][rows]])
+        truth = np.array([lookup.get(str(v), -1) for v in columns[column]])
         known = truth >= 0
-        predicted = np.argmax(logits[column][known], axis=1)
-        f1s = []
+        scores, truth = logits[column][known], truth[known]
+        predicted = np.argmax(scores, axis=1)
+        f1s, accuracies = [], []
         for c in range(len(classes)):
-            tp = np.sum((predicted == c) & (truth[known] == c))
-            fp, fn = np.sum((predicted == c) & (truth[known] != c)), np.sum((predicted != c) & (truth[known] == c))
+            tp = np.sum((predicted == c) & (truth == c))
+            fp, fn = np.sum((predicted == c) & (truth != c)), np.sum((predicted != c) & (truth == c))
             if tp + fn:
                 f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+            if (truth == c).sum() >= WORST_MIN_ROWS:
+                accuracies.append(float((predicted[truth == c] == c).mean()))
         report[column] = {
-            "accuracy": round(float((predicted == truth[known]).mean()), 4),
+            "accuracy": round(float((predicted == truth).mean()), 4),
             "macro_f1": round(float(np.mean(f1s)), 4),
+            "ece": round(calibration_error(softmax(scores / heads[column].temperature), truth), 4),
+            "ece_uncalibrated": round(calibration_error(softmax(scores), truth), 4),
             "rows": int(known.sum()),
         }
         if column == "articleType":
+            entry = report[column]
+            entry[f"worst{WORST}_mean"] = round(float(np.mean(sorted(accuracies)[:WORST])), 4)
+            gender = np.asarray(columns["gender"])[known]
+            for who in ("Women", "Men"):
+                if (mine := gender == who).any():
+                    entry[f"accuracy_{who.lower()}"] = round(float((predicted[mine] == truth[mine]).mean()), 4)
             confusion = np.zeros((len(classes),) * 2, np.int64)
-            np.add.at(confusion, (truth[known], predicted), 1)
-            report[column]["classes"], report[column]["confusion"] = classes, confusion.tolist()
+            np.add.at(confusion, (truth, predicted), 1)
+            entry["classes"], entry["confusion"] = classes, confusion.tolist()
     return report
 
 

@@ -14,7 +14,7 @@ import torch
 
 from .rowfile import CHUNK_ROWS
 from .runtime import bf16_supported
-from .split import heldout_mask, training_sample
+from .split import calibration_mask, heldout_mask, training_sample
 from .vocabulary import HEAD_COLUMNS
 
 # Classes rarer than this are left out of a head: with fewer examples a class is mostly noise.
@@ -38,6 +38,19 @@ class HeadSettings:
     # At most this many passes over the fit rows, so a small catalog trains in seconds; catalogs of
     # fashion-dev's size and larger still take all `steps`.
     epochs: int = 100
+    # Rare classes, for the heads in `balanced`: "none", "logit-adjusted" (the loss on logits + tau *
+    # log(class prior), so the plain logits answer as if the classes were balanced), "weighted" (each
+    # class's loss weighted by prior^-tau) or "sampled" (fit rows drawn with probability articleType
+    # count^-tau). A balanced head trains without label smoothing: smoothed targets in the adjusted loss
+    # push the rare classes' raw logits up (docs/experiments.md#heads-balance).
+    balance: str = "none"
+    tau: float = 1.0
+    balanced: tuple[str, ...] = ("articleType",)
+    views: bool = False  # also train on the build's synthetic shopper views, labelled as their product
+    # A temperature per head, fitted on the calibration part of the fit rows (split.calibration_mask):
+    # "refit" (heads trained without that part find it, then train again on every fit row and keep it),
+    # "held-back" (the heads never train on that part) or "none".
+    calibration: str = "refit"
 
 
 @dataclass
@@ -52,6 +65,9 @@ class Head:
     heldout_rows: int = 0
     # Per class: the share of its held-out items the head got right, and how many there were.
     per_class: dict[str, tuple[float, int]] = field(default_factory=dict)
+    temperature: float = 1.0  # logits / temperature -> calibrated probabilities
+    # Expected calibration error of the top label on held-out items, before and after the temperature.
+    heldout_ece: tuple[float, float] = (float("nan"), float("nan"))
 
     def describe(self) -> dict:
         """The manifest's record of this head."""
@@ -61,6 +77,8 @@ class Head:
             "train_rows": self.train_rows,
             "heldout_rows": self.heldout_rows,
             "per_class": {c: list(v) for c, v in self.per_class.items()},
+            "temperature": self.temperature,
+            "heldout_ece": list(self.heldout_ece),
         }
 
 
@@ -104,12 +122,11 @@ class Heads:
         return {c: hidden @ self.outputs[c].weight.T + self.outputs[c].bias for c in columns}
 
     def probabilities(self, descriptors: np.ndarray, columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Per head (default: all), softmax probabilities; shapes as in `scores`."""
-        out = {}
-        for column, logits in self.scores(descriptors, columns).items():
-            probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            out[column] = probs / probs.sum(axis=-1, keepdims=True)
-        return out
+        """Per head (default: all), calibrated probabilities (the head's temperature); shapes as in `scores`."""
+        return {
+            column: softmax(logits / self.outputs[column].temperature)
+            for column, logits in self.scores(descriptors, columns).items()
+        }
 
     def top(self, probabilities: dict[str, np.ndarray], top: int = 3) -> dict[str, list[tuple[str, float]]]:
         """One descriptor's probabilities (`probabilities` of a (d,) vector) -> per head, the `top`
@@ -144,6 +161,8 @@ class Heads:
                     info["train_rows"],
                     info["heldout_rows"],
                     {c: (float(a), int(n)) for c, (a, n) in info["per_class"].items()},
+                    float(info.get("temperature", 1.0)),  # indexes made before calibration: plain softmax
+                    tuple(info.get("heldout_ece", (float("nan"), float("nan")))),
                 )
                 for column, info in described.items()
             }
@@ -176,6 +195,44 @@ def head_classes(labels: np.ndarray) -> list[str]:
     return [str(v) for v, c in zip(values, counts) if c >= MIN_CLASS_COUNT]
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top label: over equal-width confidence bins, the gap between
+    the mean confidence and the accuracy, weighted by the bin's share of the rows."""
+    if not len(truth):
+        return float("nan")
+    confidence, hits = probabilities.max(axis=1), probabilities.argmax(axis=1) == truth
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = sum(
+        abs(confidence[which == b].mean() - hits[which == b].mean()) * (which == b).sum()
+        for b in range(bins)
+        if (which == b).any()
+    )
+    return float(gap / len(truth))
+
+
+def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of `truth` (golden-section search on
+    its logarithm: the likelihood is unimodal in it)."""
+    if not len(truth):
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        scaled = logits / np.exp(log_t)
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(scaled).sum(axis=1)) - scaled[np.arange(len(truth)), truth]))
+
+    low, high, ratio = np.log(0.05), np.log(20.0), (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        low, high = (low, b) if nll(a) < nll(b) else (a, high)
+    return round(float(np.exp((low + high) / 2)), 4)
+
+
 def train_heads(
     descriptors: np.ndarray,
     ids: np.ndarray,
@@ -184,11 +241,15 @@ def train_heads(
     fit: np.ndarray | None = None,
     heldout: np.ndarray | None = None,
     device: str | torch.device | None = None,
+    views: np.ndarray | None = None,
+    view_ids: np.ndarray | None = None,
 ) -> Heads:
     """A head per column with >= 2 classes, trained on the `fit` rows (default: the fit part of the split,
-    at most MAX_TRAIN_ROWS of it) and scored on the `heldout` rows (default: the held-out part). The
-    hidden layer folds the standardisation in, so callers apply the heads to raw descriptors. Cost is
-    at most steps x batch, whatever the catalog's size. Trains on `device` (default: CUDA when there is one)."""
+    at most MAX_TRAIN_ROWS of it) and the synthetic `views` of them (descriptors of the products
+    `view_ids`, when `settings.views`), calibrated as `settings.calibration` says, then scored on the
+    `heldout` rows (default: the held-out part). The hidden layer folds the standardisation in, so
+    callers apply the heads to raw descriptors. Cost is at most steps x batch a training, whatever the
+    catalog's size. Trains on `device` (default: CUDA when there is one)."""
     heldout = heldout_mask(ids) if heldout is None else heldout
     fit = training_sample(ids, ~heldout) if fit is None else fit
     targets = {}
@@ -199,12 +260,90 @@ def train_heads(
             targets[column] = (classes, np.array([lookup.get(str(v), -1) for v in columns[column]]))
     if not targets:
         return Heads(np.zeros((0, descriptors.shape[1]), np.float32), np.zeros(0, np.float32), {})
-    rows = np.flatnonzero(fit)
-    chosen = np.asarray(descriptors[rows], np.float32)  # one copy of the fit rows (12,000 x 3136 at most)
-    mean, scale = chosen.mean(0), chosen.std(0) + 1e-6
     device = training_device(device)
+    calibration = fit & calibration_mask(ids) if settings.calibration != "none" else np.zeros_like(fit)
+    train = fit & ~calibration if settings.calibration == "held-back" else fit
+    views = views if settings.views else None
+    temperatures = dict.fromkeys(targets, 1.0)
+    if calibration.any():
+        # "refit": a first training without the calibration part finds the temperatures; the heads
+        # themselves then train on all the fit rows and keep them.
+        probe = _fit(descriptors, ids, targets, fit & ~calibration, settings, device, views, view_ids)
+        logits = _scores_in_chunks(probe, descriptors, np.flatnonzero(calibration), targets)
+        for column, (_, labels) in targets.items():
+            known = labels[calibration] >= 0
+            temperatures[column] = fit_temperature(logits[column][known], labels[calibration][known])
+        if settings.calibration == "held-back":
+            heads = probe
+    if settings.calibration != "held-back" or not calibration.any():
+        heads = _fit(descriptors, ids, targets, train, settings, device, views, view_ids)
+    scored = np.flatnonzero(heldout)
+    predicted = _scores_in_chunks(heads, descriptors, scored, targets)
+    for column, (_, labels) in targets.items():
+        test = labels[heldout] >= 0
+        hits = np.argmax(predicted[column][test], 1) == labels[heldout][test]
+        head = heads[column]
+        head.temperature = temperatures[column]
+        head.heldout_accuracy = round(float(hits.mean()) if test.any() else float("nan"), 4)
+        head.train_rows, head.heldout_rows = int((train & (labels >= 0)).sum()), int(test.sum())
+        truth = labels[heldout][test]
+        head.per_class = {
+            name: (round(float(hits[truth == i].mean()), 4), int((truth == i).sum()))
+            for i, name in enumerate(head.classes)
+            if (truth == i).any()
+        }
+        head.heldout_ece = (
+            round(calibration_error(softmax(predicted[column][test]), truth), 4),
+            round(calibration_error(softmax(predicted[column][test] / head.temperature), truth), 4),
+        )
+    return heads
+
+
+def _fit(
+    descriptors: np.ndarray,
+    ids: np.ndarray,
+    targets: dict[str, tuple[list[str], np.ndarray]],
+    train: np.ndarray,
+    settings: HeadSettings,
+    device: torch.device,
+    views: np.ndarray | None,
+    view_ids: np.ndarray | None,
+) -> Heads:
+    """One training of the shared layer and every head on the `train` rows (and their views)."""
+    rows = np.flatnonzero(train)
+    chosen = np.asarray(descriptors[rows], np.float32)  # one copy of the fit rows (12,000 x 3136 at most)
+    if views is not None and len(views):
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        view_rows = np.array([row_of.get(int(i), -1) for i in view_ids], np.int64)
+        keep = (view_rows >= 0) & train[np.maximum(view_rows, 0)]  # views of training products only
+        chosen = np.concatenate([chosen, np.asarray(views[keep], np.float32)])
+        rows = np.concatenate([rows, view_rows[keep]])
+    mean, scale = chosen.mean(0), chosen.std(0) + 1e-6
     x = torch.from_numpy((chosen - mean) / scale).to(device)
+    del chosen
     y = {c: torch.from_numpy(labels[rows]).to(device) for c, (_, labels) in targets.items()}
+    prior = {}  # each head's log class shares among the training rows (one count added, so none is zero)
+    for column, (classes, _) in targets.items():
+        counts = torch.bincount(y[column][y[column] >= 0], minlength=len(classes)).float() + 1
+        prior[column] = torch.log(counts / counts.sum())
+    balanced = {c for c in prior if c in settings.balanced and settings.balance != "none"}
+    adjust = {
+        c: settings.tau * p if settings.balance == "logit-adjusted" and c in balanced else None
+        for c, p in prior.items()
+    }
+    weight = {
+        c: torch.exp(-settings.tau * p) if settings.balance == "weighted" and c in balanced else None
+        for c, p in prior.items()
+    }
+    smoothing = {c: 0.0 if c in balanced else settings.smoothing for c in prior}
+    for c, w in weight.items():
+        if w is not None:  # the mean weight of a training row stays 1
+            weight[c] = w / (w * torch.exp(prior[c])).sum()
+    draw_weights = None
+    if settings.balance == "sampled" and "articleType" in targets:
+        article = y["articleType"]
+        per_class = torch.exp(-settings.tau * prior["articleType"])
+        draw_weights = torch.where(article >= 0, per_class[article.clamp(min=0)], per_class.mean())
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(
         Dropout(settings.dropout),
@@ -223,8 +362,13 @@ def train_heads(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     draws = torch.Generator().manual_seed(0)
     bf16 = settings.bf16 and bf16_supported(device)
+    size = min(settings.batch, len(x))
     for _ in range(steps):
-        batch = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=draws).to(device)
+        if draw_weights is None:
+            batch = torch.randint(0, len(x), (size,), generator=draws)
+        else:
+            batch = torch.multinomial(draw_weights.cpu(), size, replacement=True, generator=draws)
+        batch = batch.to(device)
         optimiser.zero_grad()
         losses = []
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -232,9 +376,12 @@ def train_heads(
             for column in targets:
                 labels = y[column][batch]  # -1: not one of this head's classes, left out of its loss
                 if (labels >= 0).any():
+                    logits = outputs[column](hidden).float()
+                    if adjust[column] is not None:
+                        logits = logits + adjust[column]
                     losses.append(
                         torch.nn.functional.cross_entropy(
-                            outputs[column](hidden).float(), labels, ignore_index=-1, label_smoothing=settings.smoothing
+                            logits, labels, weight[column], ignore_index=-1, label_smoothing=smoothing[column]
                         )
                     )
         torch.stack(losses).sum().backward()
@@ -243,7 +390,7 @@ def train_heads(
     linear = trunk[1]
     hidden_weight = (linear.weight.detach().cpu().numpy() / scale).astype(np.float32)
     hidden_bias = (linear.bias.detach().cpu().numpy() - hidden_weight @ mean).astype(np.float32)
-    heads = Heads(
+    return Heads(
         hidden_weight,
         hidden_bias,
         {
@@ -255,19 +402,9 @@ def train_heads(
             for column, (classes, _) in targets.items()
         },
     )
-    scored = np.flatnonzero(heldout)  # a chunk at a time: the held-out part grows with the catalog
-    parts = [heads.scores(descriptors[scored[i : i + CHUNK_ROWS]]) for i in range(0, len(scored), CHUNK_ROWS)]
-    predicted = {c: np.concatenate([part[c] for part in parts]) if parts else np.zeros((0, 1)) for c in targets}
-    for column, (_, labels) in targets.items():
-        train, test = fit & (labels >= 0), labels[heldout] >= 0
-        hits = np.argmax(predicted[column][test], 1) == labels[heldout][test]
-        head = heads[column]
-        head.heldout_accuracy = round(float(hits.mean()) if test.any() else float("nan"), 4)
-        head.train_rows, head.heldout_rows = int(train.sum()), int(test.sum())
-        truth = labels[heldout][test]
-        head.per_class = {
-            name: (round(float(hits[truth == i].mean()), 4), int((truth == i).sum()))
-            for i, name in enumerate(head.classes)
-            if (truth == i).any()
-        }
-    return heads
+
+
+def _scores_in_chunks(heads: Heads, descriptors: np.ndarray, rows: np.ndarray, columns) -> dict[str, np.ndarray]:
+    """`heads.scores` of `rows`, a chunk at a time (the held-out part grows with the catalog)."""
+    parts = [heads.scores(descriptors[rows[i : i + CHUNK_ROWS]]) for i in range(0, len(rows), CHUNK_ROWS)]
+    return {c: np.concatenate([part[c] for part in parts]) if parts else np.zeros((0, 1)) for c in columns}

@@ -39,3 +39,13 @@ def training_sample(
     sample = np.zeros_like(fit)
     sample[rows[order[:cap]]] = True
     return sample | (fit & keep) if keep is not None else sample
+
+
+# The heads' temperatures are fitted on this share of the fit rows, which their training leaves out.
+CALIBRATION_PERCENT = 10
+
+
+def calibration_mask(ids: np.ndarray) -> np.ndarray:
+    """A hash of the id as `heldout_mask`, salted apart from it: which fit rows calibrate the heads."""
+    keys = (hashlib.sha1(f"calibration:{int(i)}".encode()).digest() for i in ids)
+    return np.fromiter((int.from_bytes(k[:4], "little") % 100 < CALIBRATION_PERCENT for k in keys), bool, len(ids))

@@ -26,6 +26,7 @@ from recommender.cli import add_model_options, run_cli
 from recommender.embedding_map import neighbours_kept
 from recommender.errors import UserError
 from recommender.evaluation import (
+    WORST,
     classification_report,
     crop_report,
     feedback_lift,
@@ -119,7 +120,7 @@ def markdown(report: dict) -> str:
             f"Real photos: rank-1 {r['rank1']:.3f}, top-10 {r['top10']:.3f} ({r['queries']} queries); P@10 "
             + ", ".join(f"{f} {v:.3f}" for f, v in r["P@10"].items())
             + "; heads "
-            + ", ".join(f"{h} {v:.3f}" for h, v in r["heads"].items())
+            + ", ".join(f"{h} {v['accuracy']:.3f} (ECE {v['ece']:.3f})" for h, v in r["heads"].items())
             + ".",
             "",
         ]
@@ -134,8 +135,17 @@ def markdown(report: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {name} | {value:.4f} |" for name, value in report["filtered_recall@10"].items()]
-    lines += ["", "| head | accuracy | macro-F1 |", "|---|---|---|"]
-    lines += [f"| {h} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} |" for h, v in report["heads"].items()]
+    lines += ["", "| head | accuracy | macro-F1 | ECE (without its temperature) |", "|---|---|---|---|"]
+    lines += [
+        f"| {h} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['ece']:.3f} ({v['ece_uncalibrated']:.3f}) |"
+        for h, v in report["heads"].items()
+    ]
+    a = report["heads"]["articleType"]
+    lines += [
+        "",
+        f"Article type: the {WORST} least accurate types' mean accuracy {a[f'worst{WORST}_mean']:.3f}; women's "
+        f"products {a.get('accuracy_women', float('nan')):.3f}, men's {a.get('accuracy_men', float('nan')):.3f}.",
+    ]
     t = report["text"]
     lines += ["", "| words: queries | method | P@10 all stated | per attribute |", "|---|---|---|---|"]
     for name in ("everyday", "handwritten"):
@@ -222,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         recall = filtered_recall(rec, rows)
         report["hnsw_recall@10"] = recall.pop("none")
         report["filtered_recall@10"] = recall
-        report["heads"] = classification_report(rec.heads, features, rec.metadata, rows)
+        columns = {c: rec.metadata.columns[c][rows] for c in rec.metadata.columns}
+        report["heads"] = classification_report(rec.heads, features[rows], columns)
         cnn = np.asarray(features[:, : rec.embedder.feature_dim])  # the GeM ResNet50 part, no colour, no projection
         report["retrieval_raw_features"] = {
             f: v for f, v in retrieval_report(cnn, rec.metadata, rows, FIELDS, (10,)).items() if f in FIELDS

@@ -3,7 +3,8 @@ when the shopper-photo rank-1 drops below --min-rank1, or (with --real-photos) w
 higher-resolution photos drops below --min-real-rank1; search by words: when P@10 of all stated
 attributes on queries in shoppers' everyday words drops below --min-text, or (with --real-photos) P@10
 of photo + words below --min-photo-words, or the rank-1 of two-product photos cropped to one below
---min-crop.
+--min-crop; the article type head: when its macro-F1 on the held-out catalog photos drops below
+--min-macro-f1 or its expected calibration error rises above --max-ece.
 
 Queries are the held-out part of the split by product id (nothing was fitted on them), searched
 against the whole index with the query and byte-identical images excluded; shopper photos are made of
@@ -12,7 +13,8 @@ held-out products (the evaluation's protocol) and go through the full query path
     python scripts/quality_gate.py --index DIR --min 0.81 [--data DATA_DIR --min-rank1 0.85]
                                    [--real-photos HIRES_DIR --min-real-rank1 0.9 --min-photo-words 0.7
                                     --min-crop 0.9]
-                                   [--min-text 0.85] [--weights PATH] [--text-model DIR]
+                                   [--min-text 0.85] [--min-macro-f1 0.8 --max-ece 0.07]
+                                   [--weights PATH] [--text-model DIR]
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender import Recommender
+from recommender import Recommender, artifacts
 from recommender.cli import add_model_options, run_cli
 from recommender.evaluation import (
+    classification_report,
     crop_report,
     leave_one_out_precision,
     real_photo_report,
@@ -54,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--min-crop", type=float, default=0.0, help="the floor for rank-1 of two-product photos cropped to one"
     )
+    parser.add_argument(
+        "--min-macro-f1", type=float, default=0.0, help="the floor for the article type head's macro-F1"
+    )
+    parser.add_argument(
+        "--max-ece", type=float, default=1.0, help="the ceiling for the article type head's calibration error"
+    )
     args = parser.parse_args(argv)
     configure_runtime()
     rec = run_cli(lambda: Recommender.load(args.index, weights=args.weights, text_model=args.text_model))
@@ -68,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         f"quality gate: P@10 {args.field} = {p10:.4f}, {len(queries)} held-out queries against {len(metadata)} items "
         f"(floor {args.min}): {'PASS' if passed else 'FAIL'}"
     )
+    features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")
+    columns = {c: metadata.columns[c][queries] for c in metadata.columns}
+    head = classification_report(rec.heads, features[queries], columns)["articleType"]
+    heads_pass = head["macro_f1"] >= args.min_macro_f1 and head["ece"] <= args.max_ece
+    print(
+        f"quality gate: article type head macro-F1 = {head['macro_f1']:.4f} (floor {args.min_macro_f1}), "
+        f"ECE = {head['ece']:.4f} (ceiling {args.max_ece}; {head['ece_uncalibrated']:.4f} without its temperature), "
+        f"accuracy {head['accuracy']:.4f}, {head['rows']} held-out products: {'PASS' if heads_pass else 'FAIL'}"
+    )
+    passed = passed and heads_pass
     if args.data:
         rank1 = shopper_photo_robustness(rec, args.data, queries, args.photos)["rank1"]
         print(

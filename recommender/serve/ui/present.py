@@ -23,6 +23,9 @@ T = TypeVar("T")
 EDITOR_SIDE = 512
 DETAIL_HEADS = ("gender", "masterCategory", "subCategory", "baseColour", "usage")  # article type has its own label
 SUMMARY_HEADS = ("articleType", "gender", "baseColour")  # what the item is, in one line above the gallery
+# Below this calibrated confidence the top label is more likely wrong than right: the page says which two
+# labels it looks like instead of naming one.
+SURE = 0.5
 
 
 class SharedAnswers:
@@ -131,21 +134,31 @@ def article_label(classification: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in classification.get("articleType", [])}
 
 
+def unsure(top: list[dict]) -> bool:
+    """The head's best label is below SURE and a runner-up exists: say both."""
+    return top[0]["confidence"] < SURE and len(top) > 1
+
+
+def said(top: list[dict]) -> str:
+    """One head's answer in words: "**Tshirts** 82%", or when it is not sure, "looks like **Tops** 45% or
+    **Tshirts** 38%"."""
+    first = f"**{top[0]['label']}** {top[0]['confidence']:.0%}"
+    return f"looks like {first} or **{top[1]['label']}** {top[1]['confidence']:.0%}" if unsure(top) else first
+
+
 def summary_line(classification: dict) -> str:
     """What the photo is at a glance, above the results: type, gender and colour with their confidences
     ("**Tshirts** 82% · **Men** 88% · **White** 61%")."""
-    parts = [
-        f"**{top[0]['label']}** {top[0]['confidence']:.0%}"
-        for head in SUMMARY_HEADS
-        if (top := classification.get(head))
-    ]
+    parts = [said(top) for head in SUMMARY_HEADS if (top := classification.get(head))]
     return "What it is: " + " · ".join(parts) if parts else ""
 
 
 def details_markdown(classification: dict, understood: str | None = None) -> str:
     """The heads' predictions as a table, and what the shopper's words were understood to ask for."""
     rows = [
-        f"| {TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
+        f"| {TITLES[h]} | {c[0]['label']} or {c[1]['label']} | {c[0]['confidence']:.0%} / {c[1]['confidence']:.0%} |"
+        if unsure(c)
+        else f"| {TITLES[h]} | {c[0]['label']} | {c[0]['confidence']:.0%} |"
         for h, c in classification.items()
         if h in DETAIL_HEADS and c
     ]

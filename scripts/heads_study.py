@@ -1,0 +1,165 @@
+"""The attribute heads' study: class balancing, synthetic shopper views and calibration, each trained on a
+built index's own descriptors and measured on products no variant was fitted on.
+
+    python scripts/heads_study.py --index DIR --data ../shared/data/fashion-dev
+                                  [--real-photos ../shared/data/fashion-dev-hires] [--cache FILE.npz]
+                                  [--inner] [--variants 'NAME;...'] [--out FILE.json]
+
+Per variant: article type accuracy, macro-F1, the mean accuracy of the 20 least accurate article types,
+women's and men's accuracy, every head's accuracy, and the expected calibration error (ECE) of the top
+label before and after its temperature, on the held-out catalog photos and on real higher-resolution
+photos of the same products. --inner measures on a fifth of the fit part instead (the rest trains): the
+split on which a variant is chosen, so the held-out products only report it. The descriptors of the
+synthetic views and of the real photos are computed once (through the index's own model) and kept in
+--cache."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from recommender import Recommender, artifacts
+from recommender.augment import gets_view, shopper_view
+from recommender.cli import add_model_options, run_main
+from recommender.errors import UserError
+from recommender.evaluation import WORST, classification_report
+from recommender.heads import HeadSettings, train_heads
+from recommender.images import load_image
+from recommender.runtime import configure_runtime
+from recommender.split import heldout_mask
+
+SHIPPED = HeadSettings()
+# Balancing applies to the article type head only, which then trains without label smoothing
+# (HeadSettings.balanced); "refit" calibration unless named.
+VARIANTS = {
+    "plain: no temperature": dict(balance="none", calibration="none"),
+    "plain + temperature held back": dict(balance="none", calibration="held-back"),
+    "plain + temperature refit": dict(balance="none", calibration="refit"),
+    "views": dict(balance="none", views=True, calibration="refit"),
+    "article type: no smoothing": dict(balance="weighted", tau=0.0, calibration="none"),
+    "article type: logit-adjusted tau 1": dict(balance="logit-adjusted", tau=1.0, calibration="none"),
+    "article type: weighted tau 0.5": dict(balance="weighted", tau=0.5, calibration="none"),
+    "article type: weighted tau 1": dict(balance="weighted", tau=1.0, calibration="none"),
+    "article type: sampled tau 0.5": dict(balance="sampled", tau=0.5, calibration="none"),
+    "article type: weighted tau 0.5, refit": dict(balance="weighted", tau=0.5, calibration="refit"),
+    "article type: weighted tau 0.5, views, refit": dict(balance="weighted", tau=0.5, views=True, calibration="refit"),
+}
+
+
+def inner_mask(ids: np.ndarray) -> np.ndarray:
+    """A fifth of the products by a hash of the id, salted apart from the split's."""
+    keys = (hashlib.sha1(f"inner:{int(i)}".encode()).digest() for i in ids)
+    return np.fromiter((int.from_bytes(k[:4], "little") % 100 < 20 for k in keys), bool, len(ids))
+
+
+def compact(report: dict) -> dict:
+    """`classification_report` without the confusion matrix."""
+    return {h: {k: v for k, v in r.items() if k not in ("classes", "confusion")} for h, r in report.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="the Kaggle-style folder the index was built from")
+    parser.add_argument("--real-photos", type=Path, help="higher-resolution photos (images/<id>.jpg)")
+    parser.add_argument("--cache", type=Path, help="where the views' and real photos' descriptors are kept")
+    parser.add_argument("--inner", action="store_true", help="measure on a fifth of the fit part (choosing)")
+    parser.add_argument("--variants", help="names separated by semicolons (default: all)")
+    parser.add_argument("--out", type=Path)
+    add_model_options(parser)
+    args = parser.parse_args(argv)
+    names = args.variants.split(";") if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise UserError(f"No variant is named {unknown[0]!r}; the variants are: {'; '.join(VARIANTS)}.")
+    configure_runtime()
+
+    rec = Recommender.load(args.index, weights=args.weights, text_model=args.text_model)
+    md, ids = rec.metadata, rec.metadata.ids
+    features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")
+    real = args.real_photos or args.data.with_name(args.data.name + "-hires")
+    if args.cache and args.cache.is_file():
+        cached = np.load(args.cache)
+        view_ids, views, real_ids, real_x = (cached[k] for k in ("view_ids", "views", "real_ids", "real"))
+    else:  # views re-made as precompute makes them; real photos of every product measured
+        view_rows = [r for r, i in enumerate(ids) if gets_view(int(i), r)]
+        view_ids = ids[view_rows]
+        views = np.concatenate(
+            [
+                rec.embedder.embed(
+                    [
+                        shopper_view(load_image(args.data / "images" / f"{int(i)}.jpg"), seed=int(i))
+                        for i in view_ids[s : s + 64]
+                    ]
+                )
+                for s in tqdm(range(0, len(view_ids), 64), desc="views", unit="64")
+            ]
+        )
+        ever_measured = heldout_mask(ids) | inner_mask(ids)
+        real_ids = np.array([int(i) for i in ids[ever_measured] if (real / "images" / f"{int(i)}.jpg").is_file()])
+        real_x = np.concatenate(
+            [
+                rec.embedder.embed([real / "images" / f"{int(i)}.jpg" for i in real_ids[s : s + 64]])
+                for s in tqdm(range(0, len(real_ids), 64), desc="real photos", unit="64")
+            ]
+        )
+        if args.cache:
+            np.savez(args.cache, view_ids=view_ids, views=views, real_ids=real_ids, real=real_x)
+
+    heldout = heldout_mask(ids)
+    if args.inner:
+        measured = ~heldout & inner_mask(ids)
+        fit = ~heldout & ~measured
+    else:
+        measured, fit = heldout, ~heldout
+    rows = np.flatnonzero(measured)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    real_rows = np.array([row_of[int(i)] for i in real_ids])
+    on_real = measured[real_rows]
+    x = np.asarray(features[rows], np.float32)
+    columns = {c: np.asarray(md.columns[c])[rows] for c in md.columns}
+    real_columns = {c: np.asarray(md.columns[c])[real_rows[on_real]] for c in md.columns}
+
+    results = {}
+    for name in names:
+        settings = dataclasses.replace(SHIPPED, **{"views": False, **VARIANTS[name]})
+        t0 = time.perf_counter()
+        heads = train_heads(
+            features, ids, md.columns, settings, fit=fit, heldout=measured, views=views, view_ids=view_ids
+        )
+        results[name] = {
+            "train_s": round(time.perf_counter() - t0, 1),
+            "catalog": compact(classification_report(heads, x, columns)),
+            "real": compact(classification_report(heads, real_x[on_real], real_columns)),
+            "temperatures": {c: heads[c].temperature for c in heads},
+        }
+        a, r = results[name]["catalog"]["articleType"], results[name]["real"]["articleType"]
+        print(
+            f"{name}: acc {a['accuracy']:.4f} macro-F1 {a['macro_f1']:.4f} worst{WORST} {a[f'worst{WORST}_mean']:.4f} "
+            f"women {a['accuracy_women']:.4f} men {a['accuracy_men']:.4f} "
+            f"ECE {a['ece_uncalibrated']:.4f}->{a['ece']:.4f} | real acc {r['accuracy']:.4f} "
+            f"ECE {r['ece_uncalibrated']:.4f}->{r['ece']:.4f} | {results[name]['train_s']} s",
+            flush=True,
+        )
+    summary = {
+        "index": str(args.index),
+        "measured_on": "inner fifth of the fit part" if args.inner else "held-out products",
+        "measured_products": int(len(rows)),
+        "real_photos": int(on_real.sum()),
+        "variants": results,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,119 @@
+"""The attribute heads' honesty and balance, on synthetic descriptors: temperatures, calibration error,
+rare classes, the synthetic views they may train on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recommender.heads import (
+    Heads,
+    HeadSettings,
+    calibration_error,
+    fit_temperature,
+    softmax,
+    train_heads,
+)
+from recommender.serve.ui.present import details_markdown, summary_line
+from recommender.vocabulary import HEAD_COLUMNS
+
+SMALL = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with(temperature):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(4000, 6))
+    truth = np.array([rng.choice(6, p=p) for p in softmax(logits / temperature)])
+    fitted = fit_temperature(logits, truth)
+    assert fitted == pytest.approx(temperature, rel=0.1)
+    # Calibrated, the confidence matches the accuracy; the raw logits are off by much more.
+    assert calibration_error(softmax(logits / fitted), truth) < 0.03
+    assert calibration_error(softmax(logits), truth) > 0.08
+
+
+def test_calibration_error_is_the_gap_between_confidence_and_accuracy():
+    sure_and_right = np.array([[0.9, 0.1]] * 10)
+    assert calibration_error(sure_and_right, np.zeros(10, int)) == pytest.approx(0.1)
+    assert calibration_error(sure_and_right, np.array([0] * 5 + [1] * 5)) == pytest.approx(0.4)
+
+
+def overlapping_classes(counts: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian classes close enough to overlap, `counts` items each."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+    centres = rng.normal(size=(len(counts), 8)) * 1.2
+    return (centres[labels] + rng.normal(size=(len(labels), 8))).astype(np.float32), labels
+
+
+def columns_of(labels: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(labels)
+    return {c: np.full(n, "") for c in HEAD_COLUMNS} | {
+        "articleType": np.array([f"type{v}" for v in labels]),
+        "gender": np.array(["Men", "Women"])[np.arange(n) % 2],
+    }
+
+
+def test_heads_record_their_temperature_and_calibration_error_and_apply_them(tmp_path):
+    x, labels = overlapping_classes((400, 300, 200))
+    ids = np.arange(10_000, 10_000 + len(labels))
+    fit = np.arange(len(labels)) % 4 != 0
+    heads = train_heads(x, ids, columns_of(labels), SMALL, fit=fit, heldout=~fit)
+    head = heads["articleType"]
+    assert head.temperature != 1.0 and all(0 <= e < 1 for e in head.heldout_ece)
+    assert head.train_rows == fit.sum()  # the temperature's calibration part is trained on in the end too
+    heads.save(tmp_path / "heads.npz")
+    again = Heads.load(tmp_path / "heads.npz", heads.describe())
+    assert again["articleType"].temperature == head.temperature
+    np.testing.assert_allclose(
+        again.probabilities(x[:5])["articleType"], softmax(heads.scores(x[:5])["articleType"] / head.temperature)
+    )
+    described = heads.describe()
+    del described["articleType"]["temperature"], described["articleType"]["heldout_ece"]  # an older index
+    assert Heads.load(tmp_path / "heads.npz", described)["articleType"].temperature == 1.0
+
+
+def test_logit_adjustment_finds_more_of_the_rare_classes():
+    x, labels = overlapping_classes((1500, 60, 40))
+    ids = np.arange(10_000, 10_000 + len(labels))
+    fit = np.arange(len(labels)) % 3 != 0
+
+    def rare_recall(balance: str) -> float:
+        settings = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0, balance=balance, calibration="none")
+        heads = train_heads(x, ids, columns_of(labels), settings, fit=fit, heldout=~fit)
+        per_class = heads["articleType"].per_class
+        return float(np.mean([per_class[c][0] for c in ("type1", "type2")]))
+
+    assert rare_recall("logit-adjusted") > rare_recall("none") + 0.05
+
+
+def test_views_train_the_heads_only_when_asked_and_only_for_training_products():
+    """A view that lies far from every photo is learned as its product's class only with `views`."""
+    x, labels = overlapping_classes((300, 300))
+    ids = np.arange(10_000, 10_000 + len(labels))
+    fit = np.arange(len(labels)) % 4 != 0
+    rows = np.flatnonzero(fit)[:200]
+    shift = np.zeros(8, np.float32)
+    shift[0] = 20.0
+    views = x[rows] + shift  # the "shopper" views: moved far along one axis
+    probe = x[~fit] + shift
+    truth = labels[~fit]
+
+    def accuracy(use: bool) -> float:
+        settings = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0, views=use, calibration="none")
+        heads = train_heads(
+            x, ids, columns_of(labels), settings, fit=fit, heldout=~fit, views=views, view_ids=ids[rows]
+        )
+        return float((heads.scores(probe)["articleType"].argmax(1) == truth).mean())
+
+    assert accuracy(True) > accuracy(False) + 0.1
+
+
+def test_an_unsure_head_says_what_it_looks_like():
+    sure = {"articleType": [{"label": "Tshirts", "confidence": 0.82}, {"label": "Tops", "confidence": 0.1}]}
+    unsure = {"articleType": [{"label": "Tops", "confidence": 0.45}, {"label": "Tshirts", "confidence": 0.38}]}
+    colour = {"baseColour": [{"label": "White", "confidence": 0.61}]}
+    assert summary_line(sure | colour) == "What it is: **Tshirts** 82% · **White** 61%"
+    assert summary_line(unsure | colour) == "What it is: looks like **Tops** 45% or **Tshirts** 38% · **White** 61%"
+    table = details_markdown({"usage": unsure["articleType"], "gender": [{"label": "Men", "confidence": 0.9}]})
+    assert "| Tops or Tshirts | 45% / 38% |" in table and "| Men | 90% |" in table
