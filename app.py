@@ -16,13 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from recommender.artifacts import versions_of
 from recommender.build.starter import build_starter_index
 from recommender.cli import add_model_options, add_precision_option, run_cli
 from recommender.runtime import configure_runtime
+from recommender.serve.follow import IndexFollower
+from recommender.serve.recommender import Recommender
 from recommender.serve.service import Service
 from recommender.serve.startup import open_index
 from recommender.serve.ui.launch import launch
 from recommender.serve.ui.page import build_app
+from recommender.serve.ui.search import forget_cached_examples
 from recommender.serve.url_fetch import URLFetcher
 from recommender.settings import Settings
 
@@ -32,8 +36,9 @@ EXAMPLE_IDS = (10009, 10138, 10156, 10205, 11241, 11496, 14908)
 
 
 def served(index: Path) -> list[Path]:
-    """The folders whose files the page shows: the index's thumbnails and the example photos."""
-    return [index / "thumbnails", SAMPLE]
+    """The folders whose files the page shows: the index's thumbnails (in every version an update or a
+    build publishes there) and the example photos."""
+    return [index / "thumbnails", versions_of(index), SAMPLE]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         is None
     ):
         return 2
+    # A version published at --index later (an update, a rebuild) is served without a restart.
+    IndexFollower(
+        service,
+        args.index,
+        lambda version: Recommender.load(
+            version, weights=args.weights, text_model=args.text_model, precision=args.precision
+        ),
+        on_swap=forget_cached_examples,
+    ).start()
     examples = [str(SAMPLE / "images" / f"{i}.jpg") for i in EXAMPLE_IDS if (SAMPLE / "images" / f"{i}.jpg").is_file()]
     launch(build_app(service, examples), served(args.index), args.host, args.port, args.share, not args.no_mcp)
     return 0

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ArtifactsError
 from .files import sha256_file
 from .hnsw import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
@@ -34,6 +36,22 @@ METADATA = "metadata.json"
 HEADS = "heads.npz"
 THUMBNAILS = "thumbnails"
 CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS, MAP)
+# The build's synthetic shopper views (descriptors and product ids), kept for a refit of the fitted parts
+# without embedding anything again; indexes made before it have none, so it is checked where listed.
+VIEWS = "views.npz"
+OPTIONAL = (VIEWS,)
+
+
+def save_views(folder: Path, views: np.ndarray, view_ids: np.ndarray) -> None:
+    np.savez(folder / VIEWS, descriptors=np.asarray(views, np.float32), ids=np.asarray(view_ids, np.int64))
+
+
+def load_views(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors, product ids) of the index's synthetic views; none for an index made before they were kept."""
+    if not (folder / VIEWS).is_file():
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    with np.load(folder / VIEWS) as data:
+        return data["descriptors"], data["ids"]
 
 
 def thumbnails_digest(folder: Path) -> tuple[int, str]:
@@ -99,7 +117,8 @@ def make_manifest(
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     manifest = dict(manifest, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    manifest["files"] = {name: sha256_file(folder / name) for name in CHECKSUMMED}
+    present = CHECKSUMMED + tuple(name for name in OPTIONAL if (folder / name).is_file())
+    manifest["files"] = {name: sha256_file(folder / name) for name in present}
     count, digest = thumbnails_digest(folder / THUMBNAILS)
     manifest["thumbnails"] = {"count": count, "sha256": digest}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
@@ -126,7 +145,7 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
         )
     if not verify:
         return manifest
-    for name in CHECKSUMMED:
+    for name in CHECKSUMMED + tuple(name for name in OPTIONAL if name in manifest.get("files", {})):
         path = folder / name
         if not path.is_file():
             raise ArtifactsError(f"{path} is missing; {rebuild}.")

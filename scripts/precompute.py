@@ -5,6 +5,11 @@ python scripts/precompute.py --source SRC --out DIR [--limit N] [--weights PATH]
                              [--precision auto|fp32|bf16|int8|ort-int8] [--batch-size N] [--workers N]
                              [--decode auto|cpu|device]
                              [--engine local|ray [--ray-address ADDR] [--ray-actors N]]
+python scripts/precompute.py --source SRC --out DIR --update [--refit]
+
+--update brings the index at DIR to the catalog SRC is now: products matched by id and image checksum,
+only new photos embedded, removed products dropped, published as a new version (the app serving DIR
+swaps to it). --refit also trains the heads, search space and map again from the stored descriptors.
 
 --engine ray decodes and embeds on a Ray cluster (pip install -r requirements-scale.txt): ADDR of a
 running one (`ray start --head` prints it; "auto" inside a `ray job submit`), or none for a local Ray.
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ray-actors", type=int, help="Embedder actors on the cluster (default: one per GPU, else 3/4 of the CPUs)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--update", action="store_true", help="update the index at --out from the changed catalog")
+    parser.add_argument("--refit", action="store_true", help="with --update: train the fitted parts again")
     args = parser.parse_args(argv)
     configure_runtime(build=True)  # before torch loads (the imports below)
     # Over a file-size limit (ulimit -f) a write fails like one on a full disk, with its sentence, instead
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
         if args.engine == "ray" and args.decode == "device":
             raise UserError("--decode device is for --engine local; on Ray the photos are decoded by its tasks.")
+        if args.refit and not args.update:
+            raise UserError("--refit goes with --update (a full build fits everything anyway).")
+        if args.update and (args.engine == "ray" or args.limit is not None):
+            raise UserError("--update reads the whole catalog on this machine; leave out --engine ray and --limit.")
         source = CatalogSource(args.source, args.limit)
         from recommender.embedder import Embedder
         from recommender.text_model import TextEncoder
@@ -83,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             engine = RayEngine(args.weights, args.text_model, args.ray_address, args.ray_actors)
         embedder = Embedder(args.weights, precision=args.precision)
         text_encoder = TextEncoder(args.text_model, device=embedder.device)  # a GPU build encodes texts there
+        if args.update:
+            from recommender.build.update import update
+
+            return update(source, args.out, embedder, text_encoder, refit=args.refit, progress=not args.quiet)
         print(
             f"Model: {embedder.weights_info['source']} ({embedder.build_precision} on {embedder.device.type}); "
             f"text model: {text_encoder.source}; source: {source.kind} {args.source}",
@@ -112,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped": result["skipped"]["counts"],
                 "heads_heldout_accuracy": {h: v["heldout_accuracy"] for h, v in result["heads"].items()},
                 "throughput_img_s": result["build"].get("throughput_img_s"),
-            },
+            }
+            | (
+                {"update": {k: v for k, v in result["update"].items() if k not in ("ids", "removed_ids")}}
+                if "update" in result
+                else {}
+            ),
             indent=1,
         )
     )

@@ -46,6 +46,7 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
             artifacts.TEXT_VECTORS,
             artifacts.MAP,
             artifacts.THUMBNAILS,
+            artifacts.VIEWS,  # the synthetic views, kept for a refit
             # ONNX Runtime's int8 graph, where the build ran it (auto on x86 CPUs without VNNI)
             *([ort_int8.GRAPH_FILE] if manifest["model"]["precision"] == "ort-int8" else []),
         ]

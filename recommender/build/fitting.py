@@ -31,26 +31,59 @@ def train_and_index(
     params: dict,
     device: torch.device | None = None,
 ) -> dict:
-    """Train the heads and the search space on the fit part, project every row, build the index and
-    write them with the metadata and manifest into `folder` (whose thumbnails are already in place).
-    Training runs on `device` (default: CUDA when there is one). Returns the manifest."""
-    # Memory stays flat in the catalog's size: descriptors and vectors live in row files on disk, the
-    # fitting reads its bounded samples, projection and insertion go a chunk at a time.
+    """Gather the shards' descriptors and text vectors into `folder`, then `fit_and_index` them."""
     shards = gather_shards(shard_folder, folder / artifacts.FEATURES, folder / artifacts.TEXT_VECTORS)
     rows = shards.rows
     if not rows:
         raise UserError("No catalog item could be embedded (every row was skipped); check the source's images.")
+    for reason, item_id in shards.skipped:
+        skipped_source.setdefault(reason, []).append(item_id)
+    metadata = Metadata(
+        [r["id"] for r in rows], {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows]
+    )
+    return fit_and_index(
+        folder,
+        metadata,
+        shards.views,
+        shards.view_ids,
+        embedder_info,
+        text_model_info,
+        source_info,
+        skipped_source,
+        params,
+        device,
+    )
+
+
+def fit_and_index(
+    folder: Path,
+    metadata: Metadata,
+    views: np.ndarray,
+    view_ids: np.ndarray,
+    embedder_info: dict,
+    text_model_info: dict,
+    source_info: dict,
+    skipped_source: dict[str, list],
+    params: dict,
+    device: torch.device | None = None,
+) -> dict:
+    """Train the heads and the search space on the fit part of the descriptors in `folder` (and the
+    synthetic `views` of products `view_ids`, kept in the index for a later refit), project every row,
+    build the index and write them with the metadata and manifest into `folder` (whose thumbnails and
+    text vectors are already in place). Training runs on `device` (default: CUDA when there is one).
+    Returns the manifest."""
+    # Memory stays flat in the catalog's size: descriptors and vectors live in row files on disk, the
+    # fitting reads its bounded samples, projection and insertion go a chunk at a time.
     descriptors = RowFile(folder / artifacts.FEATURES)
-    ids = np.array([r["id"] for r in rows])
-    metadata = Metadata(ids, {c: [r[c] for r in rows] for c in ATTRIBUTE_COLUMNS}, [r["image_sha"] for r in rows])
+    ids = metadata.ids
+    artifacts.save_views(folder, views, view_ids)
     t0 = time.perf_counter()
-    heads = train_heads(
-        descriptors, ids, metadata.columns, device=device
-    )  # first: the search space includes their predictions
+    # First: the search space includes their predictions.
+    heads = train_heads(descriptors, ids, metadata.columns, device=device, views=views, view_ids=view_ids)
     heads_s = time.perf_counter() - t0
     heads.save(folder / artifacts.HEADS)
     t0 = time.perf_counter()
-    space = fit_search_space(descriptors, ids, metadata.columns, shards.views, shards.view_ids, heads, device=device)
+    space = fit_search_space(descriptors, ids, metadata.columns, views, view_ids, heads, device=device)
     writer = None
     for start, chunk in row_chunks(descriptors):
         projected = space.project(chunk, heads)
@@ -72,8 +105,6 @@ def train_and_index(
     del hnsw
     index_s = time.perf_counter() - t0
     metadata.save(folder / artifacts.METADATA)
-    for reason, item_id in shards.skipped:
-        skipped_source.setdefault(reason, []).append(item_id)
     timings = {"heads_train_s": round(heads_s, 1), "index_build_s": round(index_s, 2)}
     manifest = artifacts.make_manifest(
         embedder_info,
@@ -84,7 +115,7 @@ def train_and_index(
         heads.describe(),
         dict(space.info, train_s=round(space_s, 1)),
         map_info,
-        count=len(rows),
+        count=len(ids),
         feature_dim=int(descriptors.shape[1]),
         dim=int(search_vectors.shape[1]),
         skipped=skipped_source,

@@ -14,6 +14,7 @@ from ..errors import ArtifactsError, UserError, whole_number
 from ..heads import Heads
 from ..hnsw import top_k
 from ..images import ImageInput
+from ..index_models import check_text_model, follow_index
 from ..metadata import Filters, Metadata
 from ..runtime import release_freed_memory
 from ..search_space import SearchSpace
@@ -64,6 +65,9 @@ class Recommender:
         positions: np.ndarray,
     ) -> None:
         self.folder, self.manifest, self.embedder = folder, manifest, embedder
+        self.version = folder.resolve()  # the published version `folder` named when it was loaded
+        # Products an update removed since the last full build: asked for, they are named as gone.
+        self.removed = frozenset(int(i) for i in manifest.get("update", {}).get("removed_ids", []))
         self.index, self.metadata, self.heads, self.space = index, metadata, heads, space
         self.text_encoder, self.text_index = text_encoder, text_index
         self.positions = positions  # (n, 2): each item on the embedding map
@@ -85,33 +89,11 @@ class Recommender:
         folder = Path(path)
         manifest = artifacts.read_manifest(folder, verify=verify)
         embedder = embedder or Embedder(weights, precision=precision)
-        built = manifest["model"]
-        # Queries are brought to the detail of the catalog the index was built from (an Embedder serves
-        # one index at a time).
-        embedder.detail_side = built["preprocessing"].get("detail_side")
-        embedder.follow(built, folder)  # int8 with the index's calibration or graph, or float
-        if built["weights_sha256"] != embedder.weights_sha256:
-            raise ArtifactsError(
-                f"The index at {folder} was built with other weights ({built['weights_source']}) than the model "
-                f"loaded now ({embedder.weights_info['source']}); pass the same --weights or rebuild the index."
-            )
-        if built["preprocessing"] != embedder.preprocessing:
-            now = embedder.preprocessing
-            differ = sorted(
-                k for k in set(built["preprocessing"]) | set(now) if built["preprocessing"].get(k) != now.get(k)
-            )
-            raise ArtifactsError(
-                f"The index at {folder} was built with other preprocessing than this version uses "
-                f"({', '.join(differ)}); rebuild the index."
-            )
+        follow_index(folder, manifest, embedder)
         embedder.warm_up()  # before any query can run beside it, and before the index adds to the peak
         release_freed_memory()  # the int8 conversion's scratch (~110 MB)
         text_encoder = text_encoder or TextEncoder(text_model)
-        if manifest["text_model"]["sha256"] != text_encoder.sha256:
-            raise ArtifactsError(
-                f"The index at {folder} was built with another text model ({manifest['text_model']['source']}) than "
-                f"the one loaded now ({text_encoder.source}); pass the same --text-model or rebuild the index."
-            )
+        check_text_model(folder, manifest, text_encoder)
         index = VectorIndex.load(folder / artifacts.EMBEDDINGS, folder / artifacts.INDEX)
         metadata = Metadata.load(folder / artifacts.METADATA)
         if not (len(index) == len(metadata) == manifest["count"]):
@@ -141,6 +123,10 @@ class Recommender:
     def row_of(self, item_id: int | str) -> int:
         row = self.metadata.row_of(item_id)
         if row is None:
+            if str(item_id).strip().isdigit() and int(item_id) in self.removed:
+                raise UserError(
+                    f"Product {int(item_id)} was removed from the catalog; search again to find similar ones."
+                )
             raise UserError(f"No catalog item with id {item_id}; use an id from a search result.")
         return row
 

@@ -84,6 +84,11 @@ class Service:
         self._recommender = recommender
         self._ready.set()
 
+    @property
+    def serving(self) -> Recommender | None:
+        """The recommender serving now, None while the first one is being prepared."""
+        return self._recommender
+
     def load_in_background(self, load: Callable[[], Recommender]) -> threading.Thread:
         def run() -> None:
             try:

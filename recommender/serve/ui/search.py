@@ -4,6 +4,7 @@ the item is and the most similar products on the right, refined by likes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -226,3 +227,12 @@ def build_search(service: Service, bar: FilterBar, examples: list[str] | None, c
                 api_name="ui_example_photo",
             )
     return results
+
+
+def forget_cached_examples() -> None:
+    """Make every example photo search again at its next click (after the app swapped its index): Gradio's
+    lazy cache answers from its indices file, written as each example is first answered."""
+    from gradio.utils import get_cache_folder
+
+    for indices in Path(get_cache_folder()).rglob("indices.csv"):
+        indices.unlink(missing_ok=True)
