@@ -19,6 +19,7 @@ from .vocabulary import HEAD_COLUMNS
 
 # Classes rarer than this are left out of a head: with fewer examples a class is mostly noise.
 MIN_CLASS_COUNT = 20
+MIN_CALIBRATION_ROWS = 50  # a head's temperature is fitted on at least this many products, else it stays 1
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,8 @@ def train_heads(
         logits = _scores_in_chunks(probe, descriptors, np.flatnonzero(calibration), targets)
         for column, (_, labels) in targets.items():
             known = labels[calibration] >= 0
-            temperatures[column] = fit_temperature(logits[column][known], labels[calibration][known])
+            if known.sum() >= MIN_CALIBRATION_ROWS:  # fewer would make the temperature their noise
+                temperatures[column] = fit_temperature(logits[column][known], labels[calibration][known])
         if settings.calibration == "held-back":
             heads = probe
     if settings.calibration != "held-back" or not calibration.any():

@@ -55,12 +55,15 @@ def columns_of(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_heads_record_their_temperature_and_calibration_error_and_apply_them(tmp_path):
-    x, labels = overlapping_classes((400, 300, 200))
+    x, labels = overlapping_classes((800, 600, 400))
     ids = np.arange(10_000, 10_000 + len(labels))
     fit = np.arange(len(labels)) % 4 != 0
     heads = train_heads(x, ids, columns_of(labels), SMALL, fit=fit, heldout=~fit)
     head = heads["articleType"]
     assert head.temperature != 1.0 and all(0 <= e < 1 for e in head.heldout_ece)
+    some = np.arange(0, len(labels), 6)  # 300 products of every class: ~22 to calibrate, too few to fit one
+    few = train_heads(x[some], ids[some], columns_of(labels[some]), SMALL, fit=fit[some], heldout=~fit[some])
+    assert "articleType" in few and all(few[c].temperature == 1.0 for c in few)
     assert head.train_rows == fit.sum()  # the temperature's calibration part is trained on in the end too
     heads.save(tmp_path / "heads.npz")
     again = Heads.load(tmp_path / "heads.npz", heads.describe())

@@ -383,8 +383,8 @@ def _refit(
     skipped: dict[str, list],
     record: dict,
 ) -> dict:
-    """The heads, search space and map trained again on the updated descriptors (and the views of the
-    products whose photo did not change), as a full build fits them."""
+    """The heads, search space and map trained again on the updated descriptors and the synthetic views
+    (the index's, of products whose photo did not change, and those made now), as a full build fits them."""
     views, view_ids = _views(old, rows, changes)
     metadata = Metadata.load(work / artifacts.METADATA)
     built = {k: v for k, v in old.manifest["build"].items() if k not in ("hnsw", "heads_train_s", "index_build_s")}
