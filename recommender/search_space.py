@@ -184,13 +184,15 @@ def fit_search_space(
         # loss). Views without repeats: a view drawn twice would have its own photo twice among the candidates.
         chosen = torch.randperm(len(originals), generator=draws)[: s.view_batch]
         own = originals[chosen]
-        picked = torch.cat([torch.randint(0, n_fit, (s.batch,), generator=draws), own, n_fit + chosen]).to(device)
+        # Fewer fit rows than a batch: all of them, once each (a full batch; draws would repeat them).
+        drawn = torch.arange(n_fit) if n_fit <= s.batch else torch.randint(0, n_fit, (s.batch,), generator=draws)
+        picked = torch.cat([drawn, own, n_fit + chosen]).to(device)
         optimiser.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             z = torch.nn.functional.normalize(projection(x[picked]).float(), dim=1)
         loss = sum(torch.nn.functional.cross_entropy(head(z) * s.logit_scale, y[picked]) for _, y, head in tasks)
         if s.instance_weight and len(chosen):  # InfoNCE: a view must be closer to its own photo than to the others'
-            logits = z[s.batch + len(own) :] @ z[s.batch : s.batch + len(own)].T * s.logit_scale
+            logits = z[len(drawn) + len(own) :] @ z[len(drawn) : len(drawn) + len(own)].T * s.logit_scale
             loss = loss + s.instance_weight * torch.nn.functional.cross_entropy(
                 logits, torch.arange(len(chosen), device=device)
             )

@@ -46,33 +46,8 @@ def shards(partial: Path) -> int:
     return len(list((partial / "shards").glob("shard-*.npz"))) if (partial / "shards").is_dir() else 0
 
 
-def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(
-    catalog_dir, tmp_path, random_weights, text_model, reference_build
-):
-    """Killed three times, then rerun: what one uninterrupted build of the same products gives (built in
-    this process, with other batch and shard sizes: the same index)."""
-    reference = reference_build[1]
-    out = tmp_path / "index"
-    cmd = command(catalog_dir, out, random_weights, text_model)
-    run_until(
-        cmd, out, lambda p: (p / "thumbnails").is_dir() and any((p / "thumbnails").iterdir())
-    )  # during the first shard
-    run_until(cmd, out, lambda p: shards(p) >= 3)  # between shards
-    run_until(cmd, out, lambda p: shards(p) >= 5)  # in the last shard
-    subprocess.run(cmd, check=True)
-    assert json.loads((out / "metadata.json").read_text()) == json.loads((reference / "metadata.json").read_text())
-    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(reference / "features.npy"), atol=1e-5)
-    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(reference / "embeddings.npy"), atol=1e-4)
-    assert sorted(os.listdir(out / "thumbnails")) == sorted(os.listdir(reference / "thumbnails"))
-    assert not out.with_name("index.partial").exists()
-
-
-def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path, random_weights, text_model):
+def no_process_left_in(group: int) -> None:
     """SIGKILL (or the OOM killer) reaches only the main process; its decode processes must not linger."""
-    out = tmp_path / "index"
-    group = run_until(
-        command(catalog_dir, out, random_weights, text_model), out, lambda p: shards(p) >= 1, whole_group=False
-    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -82,3 +57,26 @@ def test_killing_precompute_alone_leaves_no_decode_process(catalog_dir, tmp_path
         time.sleep(0.1)
     os.killpg(group, signal.SIGKILL)
     pytest.fail("a decode process outlived the killed precompute")
+
+
+def test_sigkill_at_three_points_then_rerun_matches_an_uninterrupted_run(
+    catalog_dir, tmp_path, random_weights, text_model, reference_build
+):
+    """Killed three times (the first time the main process alone, as the OOM killer does: its decode
+    processes must not linger), then rerun: what one uninterrupted build of the same products gives (built
+    in this process, with other batch and shard sizes: the same index)."""
+    reference = reference_build[1]
+    out = tmp_path / "index"
+    cmd = command(catalog_dir, out, random_weights, text_model)
+    group = run_until(
+        cmd, out, lambda p: (p / "thumbnails").is_dir() and any((p / "thumbnails").iterdir()), whole_group=False
+    )  # during the first shard
+    no_process_left_in(group)
+    run_until(cmd, out, lambda p: shards(p) >= 3)  # between shards
+    run_until(cmd, out, lambda p: shards(p) >= 5)  # in the last shard
+    subprocess.run(cmd, check=True)
+    assert json.loads((out / "metadata.json").read_text()) == json.loads((reference / "metadata.json").read_text())
+    np.testing.assert_allclose(np.load(out / "features.npy"), np.load(reference / "features.npy"), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(reference / "embeddings.npy"), atol=1e-4)
+    assert sorted(os.listdir(out / "thumbnails")) == sorted(os.listdir(reference / "thumbnails"))
+    assert not out.with_name("index.partial").exists()
