@@ -203,10 +203,13 @@ def _link(final: Path, version: Path) -> Path:
 def publish(staging: Path, final: Path) -> Path:
     """Make the finished directory `staging` what `final` names, in one atomic step: it becomes a version
     in `final.versions/`, and `final`, a symbolic link, is turned to it by one rename. A reader, or a kill
-    at any moment, finds the old directory or the new one, never none; older versions are then removed
-    (a process still reading one keeps its open files)."""
+    at any moment, finds the old directory or the new one, never none. The version it replaces stays until
+    the next publish: an app serving it swaps within seconds (serve.follow), and until then its answers
+    name that version's thumbnails. Older versions are removed (a process still reading one keeps its
+    open files)."""
     versions = versions_of(final)
     versions.mkdir(parents=True, exist_ok=True)
+    replaced = final.resolve() if final.is_symlink() else None
     version = versions / f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}"
     os.replace(staging, version)
     link = _link(final, version)
@@ -220,7 +223,7 @@ def publish(staging: Path, final: Path) -> Path:
         os.replace(link, final)
     _sync_folder(final.parent)
     for old in versions.iterdir():
-        if old != version:
+        if old not in (version, replaced):
             _remove(old)
     _remove(link)  # the swapped-out directory, if there was one
     return version

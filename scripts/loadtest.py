@@ -22,12 +22,22 @@ share of every client's requests hostile (a stranger's: server paths, FileData o
 by URL, header drips and endless bodies from a loopback server, 49 MP and 16-bit images, maximum-size and
 oversize uploads, EPS/PSD files, 10 MB words), and reports normal errors and p95 of both phases, whether
 every hostile request got its sentence within its deadline, RSS growth after warm-up and the size of
-Gradio's upload folder. --memory-cap MB starts the server in a memory cgroup of that size."""
+Gradio's upload folder. --memory-cap MB starts the server in a memory cgroup of that size.
+
+--swaps 2 --swap-source DIR runs the same checked load twice against one server, first without, then
+while updates of the index are published (on a copy of it: the catalog at DIR, the one the index was built
+from, less --swap-products products by a hash of the id, then whole again), and reports the errors and p95 of
+both phases, the swaps the app made and its RSS before the first update and at the end. Answers are checked
+against either catalog; similar-item requests ask for products that stay.
+
+    python scripts/loadtest.py --index DIR --clients 32 --requests 1000000 --clean-seconds 240 --max-seconds 300
+                               --swaps 2 --swap-source ../shared/data/fashion-dev"""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import http.server
 import io
 import json
@@ -173,9 +183,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def check_matches(results: list[dict], k: int, known_ids: set[int], **expected: str) -> str | None:
-    """None if the answer is right, else what is wrong."""
-    if len(results) != k:
+def check_matches(results: list[dict], k: int | set[int], known_ids: set[int], **expected: str) -> str | None:
+    """None if the answer is right, else what is wrong; `k`: the number of results, or the numbers that
+    each catalog a swap may serve gives."""
+    if len(results) not in ({k} if isinstance(k, int) else k):
         return f"{len(results)} results instead of {k}"
     for match in results:
         if match["id"] not in known_ids:
@@ -186,17 +197,22 @@ def check_matches(results: list[dict], k: int, known_ids: set[int], **expected: 
     return None
 
 
-def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageServer):
-    """An endless mix of (endpoint name, callable(client) -> error or None)."""
+def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageServer, leaving: frozenset = frozenset()):
+    """An endless mix of (endpoint name, callable(client) -> error or None). `leaving`: products an update
+    removes during the run (and may add back): counts are right for the catalog with or without them, and
+    similar-item requests never ask for one."""
     known = set(int(i) for i in metadata.ids)
     genders = ["All"] + metadata.values("gender")[:3]
     masters = ["All"] + metadata.values("masterCategory")[:3]
+    staying = np.array([i not in leaving for i in metadata.ids.tolist()])
     while True:
         k = rng.choice([1, 5, 12, 30])
         gender, master = rng.choice(genders), rng.choice(masters)
         expected_total = metadata.mask({"gender": gender, "masterCategory": master})
-        available = len(metadata) if expected_total is None else int(expected_total.sum())
-        kk = min(k, available)
+        selected = np.ones(len(metadata), bool) if expected_total is None else expected_total
+        available = int(selected.sum())
+        totals = {available, int((selected & staying).sum())}  # the catalog whole, and without `leaving`
+        kk = {min(k, t) for t in totals}
         image = rng.choice(SAMPLE_IMAGES)
         kind = rng.choices(["upload", "url", "similar", "classify", "browse"], [3, 1, 3, 1, 2])[0]
         # Every closure binds its values as defaults: the generator moves on while a request is in flight.
@@ -224,9 +240,9 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
                 ),
             )
         elif kind == "similar":
-            item = int(rng.choice(metadata.ids))
+            item = int(rng.choice(metadata.ids[staying]))
             row = metadata.row_of(item)
-            sk = min(k, available - (1 if expected_total is None or expected_total[row] else 0))
+            sk = {min(k, t - (1 if selected[row] else 0)) for t in totals}
 
             def similar(c, item=item, sk=sk, gender=gender, master=master):
                 results = c.call("similar_item", item, k, gender, master, "All", "All")["results"]
@@ -246,12 +262,14 @@ def make_requests(rng: random.Random, metadata: Metadata, image_server: ImageSer
             )
         else:
 
-            def browse(c, gender=gender, master=master, available=available):
+            def browse(c, gender=gender, master=master, totals=totals):
                 out = c.call("browse", gender, master, "All", 1, 12, "All")
                 return (
-                    f"total {out['total']} != {available}"
-                    if out["total"] != available
-                    else check_matches(out["results"], min(12, available), known, gender=gender, masterCategory=master)
+                    f"total {out['total']} not in {sorted(totals)}"
+                    if out["total"] not in totals
+                    else check_matches(
+                        out["results"], min(12, out["total"]), known, gender=gender, masterCategory=master
+                    )
                 )
 
             yield kind, browse
@@ -390,6 +408,92 @@ class MemoryCap:
             pass
 
 
+class Swaps:
+    """Updates published on a copy of the index while the load runs, in a thread: the catalog less the
+    `leaving` products, then whole again (the follower in the app swaps to each version)."""
+
+    PLAN = (("remove", 0.2), ("add back", 0.55))  # when each update starts, as a share of the phase
+
+    def __init__(self, index: Path, whole: Path, smaller: Path, leaving: frozenset, model: list[str]) -> None:
+        self.index, self.whole, self.smaller, self.leaving, self.model = index, whole, smaller, leaving, model
+        self.updates: list[dict] = []
+        self.rss_before_mb: float | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def prepare(cls, index: Path, source: Path, scratch: Path, n: int, model: list[str]) -> "Swaps":
+        """A copy of `index` in `scratch`, and `source` (the catalog it was built from) less `n` of its
+        products, chosen by a hash of the id."""
+        if not (source / "styles.csv").is_file():
+            raise UserError(
+                f"{source} has no styles.csv; --swap-source is the catalog folder the index was built from."
+            )
+        copy = scratch / "index"
+        shutil.copytree(index.resolve(), copy, symlinks=True)
+        ids = [int(i) for i in Metadata.load(copy / "metadata.json").ids]
+        leaving = frozenset(sorted(ids, key=lambda i: hashlib.sha1(f"leaving:{i}".encode()).digest())[:n])
+        smaller = scratch / "catalog"
+        (smaller / "images").mkdir(parents=True)
+        header, *lines = (source / "styles.csv").read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.split(",", 1)[0].strip().isdigit()]
+        kept = [line for line in kept if int(line.split(",", 1)[0]) not in leaving]
+        (smaller / "styles.csv").write_text(header + "".join(kept))
+        for line in kept:
+            photo = source / "images" / f"{int(line.split(',', 1)[0])}.jpg"
+            if photo.is_file():
+                (smaller / "images" / photo.name).symlink_to(photo.resolve())
+        return cls(copy, source, smaller, leaving, model)
+
+    def start(self, seconds: float, pid: int) -> None:
+        started = time.monotonic()
+
+        def run() -> None:
+            for name, at in self.PLAN:
+                if self._stop.wait(max(0.0, started + at * seconds - time.monotonic())):
+                    return
+                if self.rss_before_mb is None:
+                    self.rss_before_mb = round(rss_mb(pid), 1)
+                source = self.smaller if name == "remove" else self.whole
+                t0 = time.monotonic()
+                done = subprocess.run(
+                    [sys.executable, str(ROOT / "scripts" / "precompute.py"), "--source", str(source)]
+                    + ["--out", str(self.index), "--update", "--quiet", *self.model],
+                    capture_output=True,
+                    text=True,
+                )
+                change = read_manifest(self.index, verify=False).get("update", {}) if done.returncode == 0 else {}
+                self.updates.append(
+                    {
+                        "update": name,
+                        "at_s": round(t0 - started, 1),
+                        "seconds": round(time.monotonic() - t0, 1),
+                        "returncode": done.returncode,
+                        **{k: change.get(k) for k in ("added", "removed", "changed")},
+                        **({"error": done.stderr.strip()[-300:]} if done.returncode else {}),
+                    }
+                )
+
+        self._thread = threading.Thread(target=run, name="swaps", daemon=True)
+        self._thread.start()
+
+    def finish(self, pid: int, server_log: Path) -> dict:
+        """What the updates did, the swaps the app logged, and its RSS before the first update and now."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        log = server_log.read_text(errors="replace")
+        rss_now = round(rss_mb(pid), 1)
+        return {
+            "updates": self.updates,
+            "swaps_logged": log.count("Now serving the index version"),
+            "refused_logged": log.count("is not served"),
+            "rss_before_mb": self.rss_before_mb,
+            "rss_after_mb": rss_now,
+            "rss_change_mb": None if self.rss_before_mb is None else round(rss_now - self.rss_before_mb, 1),
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True)
@@ -409,12 +513,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostile", type=float, default=0.0, help="share of hostile requests, after a clean phase")
     parser.add_argument("--clean-seconds", type=float, help="the clean phase's length with --hostile (--max-seconds)")
     parser.add_argument("--memory-cap", type=int, help="MB: start the server in a memory cgroup of this size")
+    parser.add_argument("--swaps", action="store_true", help="a phase without, then one while two updates publish")
+    parser.add_argument("--swap-source", type=Path, help="the catalog folder the index was built from (--swaps)")
+    parser.add_argument("--swap-products", type=int, default=100, help="products the first update removes")
     args = parser.parse_args(argv)
     read_manifest(args.index, verify=False)  # one sentence if there is no index
     if (args.query_batch or args.memory_cap) and args.url:
         raise UserError("--query-batch and --memory-cap start their own servers; leave out --url.")
     if not 0 <= args.hostile < 1:
         raise UserError("--hostile is a share of the requests, from 0 to below 1 (e.g. 0.1).")
+    if args.swaps and (args.url or args.hostile or args.query_batch or args.swap_source is None):
+        raise UserError("--swaps needs --swap-source and its own server; leave out --url, --hostile and --query-batch.")
     batches = [int(b) for b in args.query_batch.split(",") if b.strip()] if args.query_batch else [None]
     code, summaries = 0, {}
     for batch in batches:
@@ -442,7 +551,11 @@ def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
     metadata = Metadata.load(args.index / "metadata.json")
     with ImageServer() as image_server, tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
         uploads = Path(scratch) / "gradio"  # the server's upload folder, measured at the end
-        server, cap = None, None
+        server_log = Path(scratch) / "server.log"  # a file, not a pipe: a pipe nobody reads fills and blocks
+        server, cap, swaps, index = None, None, None, args.index
+        if args.swaps:
+            swaps = Swaps.prepare(args.index, args.swap_source, Path(scratch), args.swap_products, model_options(args))
+            index = swaps.index
         url = args.url
         if url is None:
             port = free_port()
@@ -454,19 +567,30 @@ def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
             )
             if query_batch is not None:
                 env["RECOMMENDER_QUERY_BATCH"] = str(query_batch)
-            cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(args.index), "--port", str(port)]
+            cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(index), "--port", str(port)]
             cmd += model_options(args)
             cap = MemoryCap(args.memory_cap) if args.memory_cap else None
-            server = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=cap.enter if cap else None
-            )
+            with open(server_log, "wb") as log:
+                server = subprocess.Popen(
+                    cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=cap.enter if cap else None
+                )
             url = f"http://127.0.0.1:{port}/"
         try:
+            if swaps is not None:
+                return swap_phases(args, url, server, server_log, metadata, image_server, uploads, swaps)
             if not args.hostile:
-                return run(args, url, server, metadata, image_server, query_batch, uploads)
+                return run(args, url, server, metadata, image_server, query_batch, uploads, server_log=server_log)
             files = hostile_files(Path(scratch))
             clean_code, clean = run(
-                args, url, server, metadata, image_server, query_batch, uploads, seconds=args.clean_seconds
+                args,
+                url,
+                server,
+                metadata,
+                image_server,
+                query_batch,
+                uploads,
+                args.clean_seconds,
+                server_log=server_log,
             )
             if not clean:
                 return clean_code, {}
@@ -491,6 +615,32 @@ def load(args: argparse.Namespace, query_batch: int | None) -> tuple[int, dict]:
             shutil.rmtree(uploads, ignore_errors=True)
 
 
+def swap_phases(
+    args,
+    url: str,
+    server: subprocess.Popen,
+    server_log: Path,
+    metadata: Metadata,
+    image_server: ImageServer,
+    uploads: Path,
+    swaps: Swaps,
+) -> tuple[int, dict]:
+    """The load without swaps (--clean-seconds), then the same load while the updates publish (--max-seconds)."""
+    common = (args, url, server, metadata, image_server, None, uploads)
+    quiet_code, quiet = run(*common, args.clean_seconds, server_log=server_log)
+    if not quiet:
+        return quiet_code, {}
+    code, swapping = run(*common, server_log=server_log, swaps=swaps)
+    summary = {
+        "without_swaps": quiet,
+        "with_swaps": swapping,
+        "normal_p95_ratio": round(swapping["normal_latency_ms"]["p95"] / quiet["normal_latency_ms"]["p95"], 2),
+        "swaps": swapping["swaps"],
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("without_swaps", "with_swaps")}))
+    return max(quiet_code, code), summary
+
+
 def run(
     args,
     url: str,
@@ -502,9 +652,12 @@ def run(
     seconds: float | None = None,
     hostile: float = 0.0,
     files: dict[str, Path] | None = None,
+    server_log: Path | None = None,
+    swaps: Swaps | None = None,
 ) -> tuple[int, dict]:
     """(1 on any error or missing answer else 0, the summary). `hostile`: the share of requests drawn
-    from make_hostile(`files`), each checked for its sentence within its deadline."""
+    from make_hostile(`files`), each checked for its sentence within its deadline. `swaps`: updates
+    published while this phase runs."""
     deadline = time.monotonic() + 180
     while True:  # wait for the app to answer
         try:
@@ -512,14 +665,15 @@ def run(
             break
         except httpx.HTTPError:
             if server is not None and server.poll() is not None:
-                print(f"the app exited: {server.stderr.read().decode()[-500:]}", file=sys.stderr)
+                said = server_log.read_text(errors="replace")[-500:] if server_log else ""
+                print(f"the app exited: {said}", file=sys.stderr)
                 return 2, {}
             if time.monotonic() > deadline:
                 print("the app did not start within 180 s", file=sys.stderr)
                 return 2, {}
             time.sleep(1)
     rng = random.Random(0)
-    requests = make_requests(rng, metadata, image_server)
+    requests = make_requests(rng, metadata, image_server, swaps.leaving if swaps else frozenset())
     strangers = make_hostile(random.Random(1), files, image_server) if hostile else None
     hostile_latencies: dict[str, list[float]] = defaultdict(list)
     hostile_problems: list[str] = []
@@ -583,6 +737,8 @@ def run(
     sampler = threading.Thread(target=sample_rss, daemon=True) if server is not None else None
     for t in threads + ([sampler] if sampler else []):
         t.start()
+    if swaps is not None and server is not None:
+        swaps.start(seconds or args.max_seconds, server.pid)
     for t in threads:
         t.join()
     finished.set()
@@ -644,9 +800,15 @@ def run(
         summary["rss_by_request_mb"] = series
         half = min(series, key=lambda n: abs(n - args.requests // 2))
         summary["rss_growth_second_half_mb"] = round(rss["end"] - series[half], 1)
+    swapped = True
+    if swaps is not None and server is not None and server_log is not None:
+        summary["swaps"] = swaps.finish(server.pid, server_log)
+        updates = summary["swaps"]["updates"]
+        swapped = len(updates) == len(Swaps.PLAN) and all(u["returncode"] == 0 for u in updates)
+        swapped = swapped and summary["swaps"]["swaps_logged"] == len(Swaps.PLAN)
     print(json.dumps(summary, indent=1))
     finished = done >= args.requests or time.monotonic() > stop_at
-    return (1 if failures or hostile_problems or not finished else 0), summary
+    return (1 if failures or hostile_problems or not finished or not swapped else 0), summary
 
 
 if __name__ == "__main__":

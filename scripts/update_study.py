@@ -10,7 +10,14 @@ number are removed again by an update of (a copy of) the rebuilt index. Every st
 (`scripts/precompute.py`, with its own process and model loading), timed by its wall clock. Quality, on
 the held-out products of the split (nothing was fitted on them): P@10 articleType of catalog photos,
 rank-1 of real photos, P@10 of all stated attributes of everyday-words queries, for the updated index
-and the rebuilt one."""
+and the rebuilt one.
+
+    python scripts/update_study.py --data ../shared/data/fashion-dev --work DIR --shares 0.05 0.1 0.2 0.4
+
+When a refit pays: for each share of products arriving late, a base index is made from the whole rebuilt
+index by an update to the base catalog with --refit (its fitted parts trained on the base products alone,
+from the stored descriptors, as a base build fits them), then updated to the whole catalog without a
+refit; its quality's gap to the rebuilt index is what a refit (or a full build) wins back."""
 
 from __future__ import annotations
 
@@ -59,9 +66,20 @@ def subset(data: Path, folder: Path, keep) -> int:
 
 def timed(args: list[str], model: list[str]) -> float:
     """Seconds of wall clock for one precompute command."""
+    return run_precompute(args, model)[0]
+
+
+def run_precompute(args: list[str], model: list[str]) -> tuple[float, str]:
+    """Seconds of wall clock for one precompute command, and what it printed (echoed)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "precompute.py"), *args, *model, "--quiet"], check=True)
-    return round(time.perf_counter() - started, 1)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "precompute.py"), *args, *model, "--quiet"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    print(done.stdout, end="", flush=True)
+    return round(time.perf_counter() - started, 1), done.stdout
 
 
 def quality(index: Path, real: Path | None, weights: str | None, text_model: str | None) -> dict:
@@ -88,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="a scratch folder for the catalogs and indexes")
     parser.add_argument("--late", type=int, default=1000, help="products that arrive after the base build")
     parser.add_argument("--real-photos", type=Path, help="higher-resolution photos (default: <data>-hires)")
+    parser.add_argument(
+        "--shares", type=float, nargs="+", help="shares of late products: measure the gap a refit closes at each"
+    )
     parser.add_argument("--out", type=Path)
     add_model_options(parser)
     args = parser.parse_args(argv)
@@ -100,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     model += [f"--text-model={args.text_model}"] if args.text_model else []
     with open(args.data / "styles.csv", newline="") as handle:
         total = sum(1 for _ in handle) - 1
+    if args.shares:
+        report = refit_curve(args.data, args.work, args.shares, real, model, args.weights, args.text_model)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+        return 0
     share = args.late / total
     work = args.work
     base_n = subset(args.data, work / "base", lambda i: not late(i, share))
@@ -126,6 +152,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def refit_curve(
+    data: Path,
+    work: Path,
+    shares: list[float],
+    real: Path | None,
+    model: list[str],
+    weights: str | None,
+    text_model: str | None,
+) -> dict:
+    """Per share of late products: the updated index's quality against the rebuilt one's, the seconds of
+    the update, and whether the update said a refit is due."""
+    full_n = subset(data, work / "full", lambda i: True)
+    rebuilt = work / "rebuilt"
+    if not (rebuilt / "manifest.json").is_file():
+        timed(["--source", str(work / "full"), "--out", str(rebuilt)], model)
+    reference = quality(rebuilt, real, weights, text_model)
+    report: dict = {"products": full_n, "rebuilt": reference, "shares": {}}
+    for share in shares:
+        name = f"{share:g}"
+        base = work / f"base-{name}"
+        base_n = subset(data, base, lambda i: not late(i, share))
+        index = work / f"share-{name}"
+        for stale in (index, index.with_name(index.name + ".versions"), index.with_name(index.name + ".lock")):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        shutil.copytree(rebuilt, index, symlinks=True)
+        print(f"share {name}: base {base_n} products, {full_n - base_n} arrive later", flush=True)
+        base_s, _ = run_precompute(["--source", str(base), "--out", str(index), "--update", "--refit"], model)
+        add_s, said = run_precompute(["--source", str(work / "full"), "--out", str(index), "--update"], model)
+        measured = quality(index, real, weights, text_model)
+        report["shares"][name] = {
+            "late": full_n - base_n,
+            "base_refit_s": base_s,
+            "update_s": add_s,
+            "refit_said_due": "A refit is due" in said,
+            "updated": measured,
+            "gap_points": {k: round(100 * (reference[k] - v), 2) for k, v in measured.items()},
+        }
+        print(json.dumps({name: report["shares"][name]}), flush=True)
+    return report
 
 
 if __name__ == "__main__":

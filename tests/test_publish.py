@@ -84,7 +84,20 @@ def test_a_kill_at_any_publish_step_leaves_the_old_index_or_the_new_one(tmp_path
             break
         step += 1
     assert outcomes[0] == "old" and outcomes[-1] == "new" and step >= 3
-    assert [p.name for p in artifacts.versions_of(final).iterdir()] == [os.readlink(final).split("/")[-1]]
+    kept = {p.name for p in artifacts.versions_of(final).iterdir()}
+    replaced = 1 if old_layout == "a published version" else 0  # a plain directory is swapped out whole
+    assert os.readlink(final).split("/")[-1] in kept and len(kept) == 1 + replaced
+
+
+def test_a_publish_keeps_the_version_it_replaces_until_the_next(tmp_path):
+    """An app serving a version swaps to the next within seconds: until then its answers' thumbnails
+    must still be there."""
+    final = tmp_path / "index"
+    first = artifacts.publish(folder(tmp_path / "a", "one"), final)
+    second = artifacts.publish(folder(tmp_path / "b", "two"), final)
+    assert served(final) == "two" and served(first) == "one"
+    third = artifacts.publish(folder(tmp_path / "c", "three"), final)
+    assert served(final) == "three" and sorted(artifacts.versions_of(final).iterdir()) == [second, third]
 
 
 def test_without_an_atomic_exchange_a_half_published_index_is_named_and_finished(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ only new photos, forgets removed products everywhere, and refuses bad input in o
 from __future__ import annotations
 
 import csv
+import itertools
+import random
 import shutil
 
 import numpy as np
@@ -123,13 +125,29 @@ def test_a_refit_trains_the_fitted_parts_again_from_the_stored_descriptors(
     assert rec.search(catalog / "images" / f"{int(rec.metadata.ids[0])}.jpg", 1)[0].id == int(rec.metadata.ids[0])
 
 
-def test_a_large_change_says_a_refit_is_due(reference_build, embedder, text_encoder, tmp_path, capsys):
+def test_a_refit_is_due_past_5_percent_new_photos_since_the_last_fit(
+    reference_build, embedder, text_encoder, tmp_path, capsys
+):
+    """New photos count from the last fit on, over updates; removed products do not make it stale."""
     _, reference = reference_build
     index = tmp_path / "index"
     shutil.copytree(reference, index)
-    catalog = make_catalog(tmp_path / "catalog", sample_rows(30))  # 18 of 48 removed: 38%
-    update(CatalogSource(str(catalog)), index, embedder, text_encoder, progress=False)
-    assert "A refit is due (38% of the catalog was added, changed or removed" in capsys.readouterr().out
+
+    def update_to(rows: list[list[str]], refit: bool = False) -> tuple[dict, str]:
+        catalog = make_catalog(tmp_path / f"catalog-{len(rows)}-{refit}", rows)
+        manifest = update(CatalogSource(str(catalog)), index, embedder, text_encoder, refit=refit, progress=False)
+        return manifest["update"]["since_fit"], capsys.readouterr().out
+
+    header, *rows = sample_rows(51)
+    assert update_to([header, *rows[:50]]) == ({"fitted": 48, "new": 2}, "")  # 4%
+    since, said = update_to([header, *rows])
+    assert (
+        since == {"fitted": 48, "new": 3}
+        and "A refit is due (6% of the catalog has new photos since the last fit)" in said
+    )
+    assert update_to([header, *rows], refit=True) == ({"fitted": 51, "new": 0}, "")
+    since, said = update_to([header, *rows[:20]])  # 31 removed
+    assert since == {"fitted": 51, "new": 0} and "A refit is due" not in said
 
 
 @pytest.mark.parametrize("problem", ["duplicate id", "other weights", "another update", "no images"])
@@ -258,3 +276,58 @@ def test_an_update_that_changes_nothing_publishes_nothing(reference_build, embed
     assert update(CatalogSource(str(catalog)), index, embedder, text_encoder, progress=False) == before
     assert "already holds this catalog; nothing was published" in capsys.readouterr().out
     assert not index.is_symlink() and not index.with_name(index.name + ".update").exists()
+
+
+class _CatalogClient:
+    """The app serving the catalog less `leaving`, as the load generator's client: each answer as that
+    catalog gives it (one result too few with `short`); the products asked about for similar items."""
+
+    def __init__(self, metadata, leaving: frozenset, short: bool) -> None:
+        self.metadata, self.leaving, self.short, self.asked = metadata, leaving, short, []
+
+    def upload(self, path) -> dict:
+        return {"path": str(path)}
+
+    def call(self, endpoint: str, *args) -> dict:
+        if endpoint == "classify":
+            return {"articleType": "Tshirts"}
+        if endpoint == "browse":
+            k, gender, master, item = 12, args[0], args[1], None
+        else:  # the photo, URL or product asked about first
+            k, gender, master = args[1:4]
+            item = args[0] if endpoint == "similar_item" else None
+            self.asked += [item] if item is not None else []
+        mask = self.metadata.mask({"gender": gender, "masterCategory": master})
+        rows = np.arange(len(self.metadata)) if mask is None else np.flatnonzero(mask)
+        rows = [r for r in rows if int(self.metadata.ids[r]) not in self.leaving | {item}]
+        found = [{"id": int(self.metadata.ids[r]), **self.metadata.attributes(r)} for r in rows[: k - self.short]]
+        return {"results": found, "total": len(rows)} if endpoint == "browse" else {"results": found}
+
+
+def test_the_swap_load_accepts_either_catalog_and_asks_only_for_products_that_stay(tmp_path, reference_build):
+    """scripts/loadtest.py --swaps: its first update publishes the source less the leaving products;
+    answers from that catalog pass the load's checks, answers one result short do not, and no similar-item
+    request asks for a product that leaves."""
+    from recommender.metadata import Metadata
+    from tests.helpers import script
+
+    loadtest = script("loadtest")
+    source = make_catalog(tmp_path / "catalog", sample_rows(48))
+    swaps = loadtest.Swaps.prepare(reference_build[1], source, tmp_path / "scratch", 5, [])
+    metadata = Metadata.load(swaps.index / "metadata.json")
+    ids = {int(i) for i in metadata.ids}
+    assert len(swaps.leaving) == 5 and swaps.leaving < ids
+    assert {int(r[0]) for r in rows_of(swaps.smaller)[1:]} == ids - swaps.leaving
+    assert {int(p.stem) for p in (swaps.smaller / "images").iterdir()} == ids - swaps.leaving
+
+    class Links:
+        def url(self, path: str) -> str:
+            return f"http://127.0.0.1:9{path}"
+
+    for short in (False, True):
+        client = _CatalogClient(metadata, swaps.leaving, short)
+        requests = loadtest.make_requests(random.Random(0), metadata, Links(), swaps.leaving)
+        problems = [call(client) for _, call in itertools.islice(requests, 300)]
+        problems = [p for p in problems if p]
+        assert (bool(problems) and all("results instead of" in p for p in problems)) if short else not problems
+        assert client.asked and not set(client.asked) & swaps.leaving

@@ -33,9 +33,10 @@ from ..words import catalog_text
 from .decode import embed_prepared, prepare_item
 from .fitting import fit_and_index
 
-# Past this share of the catalog added, changed or removed by one update, it says a refit is due
-# (docs/results.md has what an update costs in quality against a rebuild).
-REFIT_SHARE = 0.2
+# Past this share of new photos (added or changed products) since the heads and search space were last
+# fitted, an update says a refit is due: the updated index's P@10 fell behind a rebuild's by 0.3 points
+# with 5% new products, 0.7 with 10%, 1.7 with 20% (docs/experiments.md#refit-threshold).
+REFIT_SHARE = 0.05
 MAP_NEIGHBOURS = 10  # a new product's place on the map: the mean of its nearest products' places
 BATCH_SIZE = 16
 
@@ -142,10 +143,8 @@ def update(
             print(f"The index at {out} already holds this catalog; nothing was published.", flush=True)
             return old.manifest
         artifacts.publish(work, out)
-    share = sum(manifest["update"][k] for k in ("added", "changed", "removed")) / max(
-        manifest["update"]["from"]["count"], 1
-    )
-    due = [] if refit else _refit_reasons(changes, share)
+    since = manifest["update"]["since_fit"]
+    due = [] if refit else _refit_reasons(changes, since["new"] / max(since["fitted"], 1))
     if due:
         print(
             f"A refit is due ({'; '.join(due)}): run the same command with --refit to train the heads, search "
@@ -175,12 +174,21 @@ def _make_version(
     _write_rows(old, rows, vectors, text_encoder, work)
     changes.unseen_labels = _unseen_labels(old, rows)
     # Every product removed by an update since the last full build, so a request for one hears it is gone.
-    earlier = old.manifest.get("update", {}).get("removed_ids", [])
+    previous = old.manifest.get("update", {})
+    earlier = previous.get("removed_ids", [])
     present = {r.id for r in rows}
+    # New photos since the fitted parts were fitted (by a build or a refit), against the products they were
+    # fitted on: what makes a refit due.
+    stale = previous.get("since_fit") if previous and not previous.get("refit") else None
+    since_fit = {
+        "fitted": len(rows) if refit else (stale or {}).get("fitted", old.manifest["count"]),
+        "new": 0 if refit else (stale or {}).get("new", 0) + len(changes.added) + len(changes.changed),
+    }
     record = {
         "from": {"created": old.manifest["created"], "count": old.manifest["count"]},
         **changes.describe(),
         "removed_ids": sorted({int(i) for i in earlier if int(i) not in present} | set(changes.removed)),
+        "since_fit": since_fit,
         "embed_s": round(embed_s, 1),
         "refit": refit,
     }
@@ -299,7 +307,7 @@ def _unseen_labels(old: _Index, rows: list[_Row]) -> dict[str, dict[str, int]]:
 def _refit_reasons(changes: Changes, share: float) -> list[str]:
     reasons = []
     if share > REFIT_SHARE:
-        reasons.append(f"{share:.0%} of the catalog was added, changed or removed since the last fit")
+        reasons.append(f"{share:.0%} of the catalog has new photos since the last fit")
     for column, labels in changes.unseen_labels.items():
         # A label needs MIN_CLASS_COUNT products before a head learns it: fewer are left to filters and words.
         learnable = {label: n for label, n in labels.items() if n >= MIN_CLASS_COUNT}
