@@ -24,14 +24,14 @@ oversize uploads, EPS/PSD files, 10 MB words), and reports normal errors and p95
 every hostile request got its sentence within its deadline, RSS growth after warm-up and the size of
 Gradio's upload folder. --memory-cap MB starts the server in a memory cgroup of that size.
 
---swaps 2 --swap-source DIR runs the same checked load twice against one server, first without, then
+--swaps --swap-source DIR runs the same checked load twice against one server, first without, then
 while updates of the index are published (on a copy of it: the catalog at DIR, the one the index was built
 from, less --swap-products products by a hash of the id, then whole again), and reports the errors and p95 of
 both phases, the swaps the app made and its RSS before the first update and at the end. Answers are checked
 against either catalog; similar-item requests ask for products that stay.
 
     python scripts/loadtest.py --index DIR --clients 32 --requests 1000000 --clean-seconds 240 --max-seconds 300
-                               --swaps 2 --swap-source ../shared/data/fashion-dev"""
+                               --swaps --swap-source ../shared/data/fashion-dev"""
 
 from __future__ import annotations
 

@@ -177,10 +177,10 @@ def refit_curve(
         base_n = subset(data, base, lambda i: not late(i, share))
         index = work / f"share-{name}"
         for stale in (index, index.with_name(index.name + ".versions"), index.with_name(index.name + ".lock")):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
+            if stale.is_symlink() or stale.is_file():  # an index published by an earlier run is a link
                 stale.unlink()
+            elif stale.is_dir():
+                shutil.rmtree(stale)
         shutil.copytree(rebuilt, index, symlinks=True)
         print(f"share {name}: base {base_n} products, {full_n - base_n} arrive later", flush=True)
         base_s, _ = run_precompute(["--source", str(base), "--out", str(index), "--update", "--refit"], model)
