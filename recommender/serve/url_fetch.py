@@ -275,20 +275,21 @@ class URLFetcher:
         if length and length.isdigit() and int(length) > self.max_bytes:
             raise self._too_big()
         chunks, size = [], 0
-        while True:
-            if time.monotonic() >= deadline:
-                chunks.clear()  # the refusal's traceback keeps this frame: not the body with it
-                raise URLRefused(
-                    f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link."
-                )
-            chunk = response.read1(65536)
-            if not chunk:
-                if time.monotonic() >= deadline:  # the watchdog cut it: not the whole body
-                    chunks.clear()
-                    raise self._late()
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_bytes:
-                chunks.clear()
-                raise self._too_big()
-            chunks.append(chunk)
+        try:
+            while True:
+                if time.monotonic() >= deadline:
+                    raise URLRefused(
+                        f"The image URL did not finish sending within {self.timeout_s:.0f} seconds; try another link."
+                    )
+                chunk = response.read1(65536)
+                if not chunk:
+                    if time.monotonic() >= deadline:  # the watchdog cut it: not the whole body
+                        raise self._late()
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise self._too_big()
+                chunks.append(chunk)
+        except BaseException:
+            chunks.clear()  # any error's traceback keeps this frame: not the body read so far with it
+            raise
