@@ -2,9 +2,11 @@
 catalog products.
 
 python app.py [--index DIR] [--weights PATH] [--text-model DIR] [--precision auto|fp32|bf16|int8|ort-int8] [--share]
-              [--host H] [--port P] [--no-mcp]
+              [--host H] [--port P] [--no-mcp] [--grow-source SRC|none]
 
-The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp. The page lives in
+The JSON endpoints are also MCP tools (streamable HTTP at /gradio_api/mcp/) unless --no-mcp. With no index at
+--index, the app builds a starter index from the bundled sample, serves it, then builds the whole catalog
+(--grow-source, default the card's Hub dataset) in the background and switches to it. The page lives in
 recommender/serve/ui/ (page.py assembles its rooms); this file opens the index and launches it.
 """
 
@@ -18,12 +20,14 @@ from pathlib import Path
 
 from recommender.artifacts import versions_of
 from recommender.build.starter import build_starter_index
+from recommender.catalog import DEFAULT_SOURCE
 from recommender.cli import add_model_options, add_precision_option, run_cli
 from recommender.runtime import configure_runtime
 from recommender.serve.follow import IndexFollower
+from recommender.serve.grow import Growth, build_command
 from recommender.serve.recommender import Recommender
 from recommender.serve.service import Service
-from recommender.serve.startup import open_index
+from recommender.serve.startup import built_from_sample, grow_when_ready, open_index
 from recommender.serve.ui.launch import launch
 from recommender.serve.ui.page import build_app
 from recommender.serve.ui.search import forget_cached_examples
@@ -32,6 +36,7 @@ from recommender.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "sample"
+PRECOMPUTE = ROOT / "scripts" / "precompute.py"
 EXAMPLE_IDS = (10009, 10138, 10156, 10205, 11241, 11496, 14908)
 
 
@@ -41,10 +46,17 @@ def served(index: Path) -> list[Path]:
     return [index / "thumbnails", versions_of(index), SAMPLE]
 
 
+def default_index() -> Path:
+    """On a Space with persistent storage (/data), the index lives there: it and the whole catalog's
+    background build outlive a restart."""
+    data = Path("/data")
+    return data / "fashion-index" if data.is_dir() and os.access(data, os.W_OK) else ROOT / "artifacts" / "index"
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", type=Path, default=settings.index or ROOT / "artifacts" / "index")
+    parser.add_argument("--index", type=Path, default=settings.index or default_index())
     add_model_options(parser)
     add_precision_option(parser, "the index's (int8 or ort-int8, or the fastest float one here)")
     parser.add_argument("--share", action="store_true", default=settings.share, help="public link")
@@ -52,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument(
         "--no-mcp", action="store_true", default=settings.no_mcp, help="do not serve the endpoints as MCP tools"
+    )
+    parser.add_argument(
+        "--grow-source",
+        default=settings.grow_source or DEFAULT_SOURCE,
+        help="while serving the starter index, build this catalog in the background and switch to it ('none': don't)",
     )
     args = parser.parse_args(argv)
     configure_runtime()
@@ -70,24 +87,29 @@ def main(argv: list[str] | None = None) -> int:
 
     service = Service(URLFetcher(allow_addresses=settings.test_allow_addresses))
 
-    if (
-        run_cli(
-            lambda: open_index(
-                service,
-                args.index,
-                SAMPLE,
-                args.weights,
-                args.text_model,
-                settings.index_repo,
-                args.precision,
-                build_starter=lambda: build_starter_index(
-                    args.index, SAMPLE, args.weights, args.text_model, args.precision
-                ),
-            )
+    opened = run_cli(
+        lambda: open_index(
+            service,
+            args.index,
+            SAMPLE,
+            args.weights,
+            args.text_model,
+            settings.index_repo,
+            args.precision,
+            build_starter=lambda: build_starter_index(
+                args.index, SAMPLE, args.weights, args.text_model, args.precision
+            ),
         )
-        is None
-    ):
+    )
+    if opened is None:
         return 2
+    if (
+        args.grow_source != "none"
+        and not settings.index_repo
+        and (opened == "building" or built_from_sample(args.index, SAMPLE))
+    ):
+        command = build_command(PRECOMPUTE, args.grow_source, args.index, args.weights, args.text_model, args.precision)
+        grow_when_ready(service, Growth(command, args.index))
     # A version published at --index later (an update, a rebuild) is served without a restart.
     IndexFollower(
         service,

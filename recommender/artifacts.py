@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ArtifactsError
-from .files import sha256_file
+from .files import sha256_file, write_atomic
 from .hnsw import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
 
 # 4: text vectors (text_vectors.npy, text_model), the embedding map (map.npy); an older index is rebuilt.
@@ -34,6 +35,7 @@ TEXT_VECTORS = "text_vectors.npy"  # each product's catalog text through the tex
 MAP = "map.npy"  # each product's 2-D position on the embedding map (embedding_map.fit_map), row i = label i
 METADATA = "metadata.json"
 HEADS = "heads.npz"
+PROGRESS = "progress.json"  # in a build's work folder: BuildProgress
 THUMBNAILS = "thumbnails"
 CHECKSUMMED = (EMBEDDINGS, FEATURES, PROJECTION, INDEX, METADATA, HEADS, TEXT_VECTORS, MAP)
 # The build's synthetic shopper views (descriptors and product ids), kept for a refit of the fitted parts
@@ -129,7 +131,7 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     rebuild = f"rebuild it with `python scripts/precompute.py --source SRC --out {folder}`"
     if not (folder / MANIFEST).is_file():
         check_published(folder)
-        if folder.with_name(folder.name + ".partial").is_dir():
+        if partial_of(folder).is_dir():
             raise ArtifactsError(
                 f"The index at {folder} is still being built; wait for precompute to finish (or rerun it to resume)."
             )
@@ -160,6 +162,33 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
             f"{manifest['thumbnails']['count']} expected); restore that folder or {rebuild}."
         )
     return manifest
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """How far a build of an index has come, as its work folder records it (for a page to show)."""
+
+    indexed: int  # catalog rows embedded so far (a resumed build counts its complete shards)
+    total: int | None  # rows in the catalog, None where the source cannot tell
+    stage: str  # "embedding", then "fitting"
+
+
+def partial_of(final: Path) -> Path:
+    """The work folder of a build of `final`: its resumable shards, until it is published."""
+    return final.with_name(final.name + ".partial")
+
+
+def write_progress(work: Path, progress: BuildProgress) -> None:
+    path = work / PROGRESS
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(asdict(progress))))
+
+
+def read_progress(final: Path) -> BuildProgress | None:
+    """The progress of a build of `final` under way (or stopped), None where there is none to read."""
+    try:
+        return BuildProgress(**json.loads((partial_of(final) / PROGRESS).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def versions_of(final: Path) -> Path:

@@ -19,6 +19,7 @@ class Settings:
     text_model: str | None  # RECOMMENDER_TEXT_MODEL: all-MiniLM-L6-v2 folder (None: the Hub)
     precision: str  # RECOMMENDER_PRECISION: the model's path (auto, fp32, bf16, int8, ort-int8)
     index_repo: str | None  # RECOMMENDER_INDEX_REPO: a Hub dataset repo holding a built index
+    grow_source: str | None  # RECOMMENDER_GROW_SOURCE: the catalog built in the background ("none": none)
     share: bool  # RECOMMENDER_SHARE=1: a public link
     no_mcp: bool  # RECOMMENDER_NO_MCP=1: no MCP tools
     host: str  # GRADIO_SERVER_NAME
@@ -39,6 +40,7 @@ class Settings:
             text_model=env.get("RECOMMENDER_TEXT_MODEL") or None,
             precision=env.get("RECOMMENDER_PRECISION") or "auto",
             index_repo=env.get("RECOMMENDER_INDEX_REPO") or None,
+            grow_source=env.get("RECOMMENDER_GROW_SOURCE") or None,
             share=env.get("RECOMMENDER_SHARE", "") == "1",
             no_mcp=env.get("RECOMMENDER_NO_MCP", "") == "1",
             host=env.get("GRADIO_SERVER_NAME") or "127.0.0.1",

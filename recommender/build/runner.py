@@ -43,10 +43,19 @@ if TYPE_CHECKING:
 # Space's smaller GPUs safe (docs/benchmarks.md).
 BATCH_SIZE = 16
 GPU_BATCH_SIZE = 128
+PROGRESS_EVERY_S = 2.0  # how often the work folder's progress record is rewritten
 
 
 def default_batch_size(embedder: Embedder) -> int:
     return GPU_BATCH_SIZE if embedder.device.type == "cuda" else BATCH_SIZE
+
+
+def catalog_size(source: CatalogSource) -> int | None:
+    """Rows in the catalog's stream, None where the source cannot tell (a Hub dataset without its size)."""
+    try:
+        return source.count()
+    except UserError:
+        return None
 
 
 def local_batches(
@@ -105,12 +114,16 @@ def embed_catalog(
         batches = engine.batches(source, start, shard_size, embedder, text_encoder, batch_size)
     writer: ShardWriter | None = None
     started = time.perf_counter()
-    bar = tqdm(total=source.limit, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
+    total = catalog_size(source)
+    bar = tqdm(total=total, initial=start, unit="img", disable=not progress, desc="embedding", smoothing=0.1)
     last_position = start - 1
+    # How far it has come, for the app serving a starter index while it builds the whole catalog.
+    artifacts.write_progress(work, artifacts.BuildProgress(start, total, "embedding"))
+    last_report = time.monotonic()
 
     def write(batch: list[Prepared]) -> None:
         """Thumbnails and shard rows of an embedded batch; a shard is committed when the stream leaves it."""
-        nonlocal writer, last_position
+        nonlocal writer, last_position, last_report
         for prepared in batch:
             shard_no = prepared.item.position // shard_size
             if writer is None or shard_no != writer.number:
@@ -128,6 +141,9 @@ def embed_catalog(
                     timings["views"] += 1
             bar.update(prepared.item.position - last_position)
             last_position = prepared.item.position
+        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            artifacts.write_progress(work, artifacts.BuildProgress(last_position + 1, total, "embedding"))
+            last_report = time.monotonic()
 
     # Where the device decodes (a GPU), the main loop is the pipeline's narrowest part, and the writing
     # runs beside it (one thread, batches in order); on a CPU the model has the cores, and it stays in line.
@@ -150,6 +166,7 @@ def embed_catalog(
     if writer is not None:
         timings["text_s"] += writer.commit(text_encoder)
     bar.close()
+    artifacts.write_progress(work, artifacts.BuildProgress(last_position + 1, total, "fitting"))
     timings["wall_s"] = time.perf_counter() - started
     timings.update(batch_size=batch_size, workers=workers, decode="device" if on_device and engine is None else "cpu")
     return timings
@@ -224,12 +241,14 @@ def _build(
     decode_on_device: bool | None,
 ) -> dict:
     batch_size = batch_size or default_batch_size(embedder)
+    work = artifacts.partial_of(out)
+    # A stopped build's count is stale until this one resumes (after its last complete shard, not there).
+    (work / artifacts.PROGRESS).unlink(missing_ok=True)
     # Every photo, catalog and query alike, is brought to the detail the catalog's photos carry.
     embedder.detail_side = source.typical_side()
     if embedder.build_precision in INT8_PATHS:
         calibrate_int8(source, embedder)
         release_freed_memory()  # the calibration's scratch, handed back before the embedding
-    work = out.with_name(out.name + ".partial")
     key = _work_key(source, embedder, text_encoder, shard_size=shard_size, batch_size=batch_size)
     open_work(work, key)
     if embedder.ort_graph is not None:  # queries run the build's graph: it is published with the index

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import artifacts
 from ..files import sha256_file, write_atomic
 from ..rowfile import RowFile, RowWriter
 from ..words import catalog_text
@@ -182,3 +183,4 @@ def close_work(work: Path) -> None:
     """Drop what only a resume needs, before the work folder is published."""
     shutil.rmtree(work / "shards")
     (work / WORK_KEY).unlink()
+    (work / artifacts.PROGRESS).unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ..vocabulary import ALL, HEAD_COLUMNS, INSIGHT_COLUMNS, filters_from_api
 from .ranking import rocchio
 from .recommender import Match, Recommender
 from .url_fetch import URLFetcher
+
+if TYPE_CHECKING:
+    from .grow import Growth
 
 log = logging.getLogger("recommender.service")
 # The embedding map draws at most this many catalog items (a browser plots a few thousand points
@@ -77,6 +80,8 @@ class Service:
         self._recommender: Recommender | None = None
         self._ready = threading.Event()
         self.status = "The catalog index is being prepared; try again in a minute."
+        self.failed = False  # the first index could not be prepared (`status` says why)
+        self.growth: Growth | None = None  # the whole catalog's build in the background, if one runs
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -94,9 +99,11 @@ class Service:
             try:
                 self.set_recommender(load())
             except UserError as exc:
+                self.failed = True
                 self.status = f"The catalog index could not be built: {exc}"
             except Exception as exc:  # keep serving a clear status instead of "being prepared" forever
                 log.exception("building the index failed")
+                self.failed = True
                 self.status = (
                     f"The catalog index could not be built ({type(exc).__name__}); see the server log and restart."
                 )

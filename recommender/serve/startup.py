@@ -4,6 +4,7 @@ the bundled sample while the app starts (by the build side's `build.starter`, ha
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -15,6 +16,7 @@ from .service import Service
 if TYPE_CHECKING:
     from ..embedder import Embedder
     from ..text_model import TextEncoder
+    from .grow import Growth
 
 StarterBuild = Callable[[], "tuple[Embedder, TextEncoder]"]
 
@@ -69,3 +71,15 @@ def open_index(
 
     service.load_in_background(starter)
     return "building"
+
+
+def grow_when_ready(service: Service, growth: Growth) -> None:
+    """Build the whole catalog in the background (`growth`) once the first index serves: the two builds
+    would share the CPU and the index folder's build lock."""
+    service.growth = growth
+
+    def run() -> None:
+        service.wait_ready()
+        growth.start()
+
+    threading.Thread(target=run, name="catalog-growth-wait", daemon=True).start()

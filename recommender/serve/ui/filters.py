@@ -36,21 +36,14 @@ class FilterBar:
         """The dropdowns' values (as a handler receives them) by API name: the Service's keyword arguments."""
         return dict(zip(self.dropdowns, filter_values, strict=True))
 
-    def wire(self, service: Service, demo: gr.Blocks, status: gr.Markdown) -> None:
-        """Choices on page load, and the cascade: a filter's change resets the ones it narrows and offers
-        their choices within it."""
+    def choices(self, service: Service) -> tuple:
+        """Every dropdown's update to the serving catalog's values (back to all)."""
+        choices = service.filter_choices()
+        return tuple(gr.update(choices=[ALL] + choices[f.column], value=ALL) for f in vocabulary.API_FILTERS)
+
+    def wire(self, service: Service) -> None:
+        """The cascade: a filter's change resets the ones it narrows and offers their choices within it."""
         dropdowns = list(self.dropdowns.values())
-
-        def on_load():
-            if not service.wait_ready(0):
-                return gr.update(value=f"⏳ {service.status}"), *(gr.update() for _ in dropdowns)
-            choices = service.filter_choices()
-            return (
-                f"Catalog: **{service.catalog_size():,}** products.",
-                *(gr.update(choices=[ALL] + choices[f.column], value=ALL) for f in vocabulary.API_FILTERS),
-            )
-
-        wire(demo.load, on_load, [], [status, *dropdowns], "load")
         for changed in vocabulary.API_FILTERS:
             narrowed = [f for f in vocabulary.API_FILTERS if changed.column in f.narrowed_by]
             if not narrowed:

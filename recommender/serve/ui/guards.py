@@ -22,6 +22,7 @@ from gradio_client.utils import is_file_obj_with_meta
 
 from ...errors import UserError
 from ...images import ImageInput
+from ..activity import QUERIES
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -30,12 +31,14 @@ log = logging.getLogger("recommender.ui")
 
 
 def guarded(fn: Callable) -> Callable:
-    """User errors become a one-sentence gr.Error; anything else is logged and explained politely."""
+    """User errors become a one-sentence gr.Error; anything else is logged and explained politely. It runs as
+    one of the process's queries (work in the background steps aside meanwhile)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with QUERIES.query():
+                return fn(*args, **kwargs)
         except gr.Error:
             raise
         except UserError as exc:
