@@ -105,7 +105,10 @@ class Growth:
             return
         with self._lock:
             self._process = process
-            self.state = "running"
+            if self.state == "stopped":  # stopped while it started
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                self.state = "running"
         if self.yielding.pause:
             self.activity.on_start(self._pause)
             threading.Thread(target=self._resume_when_idle, name="catalog-growth-resume", daemon=True).start()
