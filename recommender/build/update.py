@@ -340,8 +340,9 @@ def _apply_fitted(
     skipped: dict[str, list],
     record: dict,
 ) -> dict:
-    """The index's heads and search space applied to the updated descriptors; new products placed on the
-    map beside their nearest products; the HNSW graph built again (seconds: docs/results.md)."""
+    """The index's heads and search space applied to the new descriptors (unchanged products keep their
+    vectors and places); new products placed on the map beside their nearest products; the HNSW graph built
+    again (seconds: docs/results.md)."""
     for name in (artifacts.HEADS, artifacts.PROJECTION):
         shutil.copy2(old.folder / name, work / name)
     artifacts.save_views(work, *_views(old, rows, changes))
@@ -349,14 +350,20 @@ def _apply_fitted(
     embeddings = RowWriter(work / artifacts.EMBEDDINGS, (len(rows), old.embeddings.shape[1]))
     positions = np.empty((len(rows), 2), np.float32)
     for start, chunk in row_chunks(descriptors):
-        projected = old.space.project(chunk, old.heads)
+        part = rows[start : start + len(chunk)]
+        kept = np.array([r.old_row is not None for r in part])
+        # A product whose photo is unchanged keeps its vector and place: the same fitted parts would give
+        # them again from its unchanged descriptor.
+        projected = np.empty((len(chunk), old.embeddings.shape[1]), np.float32)
+        if kept.any():
+            projected[kept] = old.embeddings[[r.old_row for r, k in zip(part, kept) if k]]
+            positions[start + np.flatnonzero(kept)] = old.positions[[r.old_row for r, k in zip(part, kept) if k]]
+        if not kept.all():
+            projected[~kept] = old.space.project(chunk[~kept], old.heads)
+            for offset in np.flatnonzero(~kept):  # placed by exact neighbours among the old index's products
+                neighbours = top_k(old.embeddings @ projected[offset], MAP_NEIGHBOURS)
+                positions[start + offset] = place(old.positions, neighbours)
         embeddings.write(slice(start, start + len(chunk)), projected)
-        for offset, vector in enumerate(projected):
-            r = rows[start + offset]
-            if r.old_row is not None:
-                positions[start + offset] = old.positions[r.old_row]
-            else:  # exact neighbours among the old index's products
-                positions[start + offset] = place(old.positions, top_k(old.embeddings @ vector, MAP_NEIGHBOURS))
     np.save(work / artifacts.MAP, positions)
     t0 = time.perf_counter()
     hnsw = build_hnsw(RowFile(work / artifacts.EMBEDDINGS))
