@@ -356,8 +356,9 @@ def _apply_fitted(
         # them again from its unchanged descriptor.
         projected = np.empty((len(chunk), old.embeddings.shape[1]), np.float32)
         if kept.any():
-            projected[kept] = old.embeddings[[r.old_row for r, k in zip(part, kept) if k]]
-            positions[start + np.flatnonzero(kept)] = old.positions[[r.old_row for r, k in zip(part, kept) if k]]
+            old_rows = [r.old_row for r in part if r.old_row is not None]
+            projected[kept] = old.embeddings[old_rows]
+            positions[start + np.flatnonzero(kept)] = old.positions[old_rows]
         if not kept.all():
             projected[~kept] = old.space.project(chunk[~kept], old.heads)
             for offset in np.flatnonzero(~kept):  # placed by exact neighbours among the old index's products

@@ -151,9 +151,10 @@ class Growth:
     # --- yielding to queries ----------------------------------------------------------------------
 
     def _signal(self, number: int) -> None:
+        """To the build's process group (called only while it runs)."""
         try:
             os.killpg(self._process.pid, number)
-        except (ProcessLookupError, AttributeError):
+        except ProcessLookupError:
             pass  # it has just ended
 
     def _pause(self) -> None:
