@@ -220,13 +220,16 @@ WORST = 20
 WORST_MIN_ROWS = 5
 
 
-def classification_report(heads: Heads, descriptors: np.ndarray, columns: dict[str, np.ndarray]) -> dict:
+def classification_report(
+    heads: Heads, descriptors: np.ndarray, columns: dict[str, np.ndarray], logits: dict[str, np.ndarray] | None = None
+) -> dict:
     """Per head, on (n, d) `descriptors` whose true labels are `columns` (n each): accuracy, macro-F1 and
     the expected calibration error of the top label with its temperature (`ece`) and without
     (`ece_uncalibrated`); for article type also the worst-20 mean, the accuracy on women's and on men's
-    products, and the confusion matrix."""
+    products, and the confusion matrix. `logits`: the heads' scores of the descriptors where they were
+    computed already (by other heads of the same classes: a cross-validation's folds)."""
     report = {}
-    logits = heads.scores(np.asarray(descriptors, np.float32))
+    logits = heads.scores(np.asarray(descriptors, np.float32)) if logits is None else logits
     for column in heads:
         classes = heads[column].classes
         lookup = {c: i for i, c in enumerate(classes)}

@@ -48,6 +48,7 @@ class HeadSettings:
     tau: float = 1.0
     balanced: tuple[str, ...] = ("articleType",)
     views: bool = False  # also train on the build's synthetic shopper views, labelled as their product
+    mirrors: bool = False  # also train on the mirror images of the training photos (measured, not kept)
     # A temperature per head, fitted on the calibration part of the fit rows (split.calibration_mask):
     # "refit" (heads trained without that part find it, then train again on every fit row and keep it),
     # "held-back" (the heads never train on that part) or "none".
@@ -244,10 +245,13 @@ def train_heads(
     device: str | torch.device | None = None,
     views: np.ndarray | None = None,
     view_ids: np.ndarray | None = None,
+    mirrors: np.ndarray | None = None,
+    mirror_ids: np.ndarray | None = None,
 ) -> Heads:
     """A head per column with >= 2 classes, trained on the `fit` rows (default: the fit part of the split,
-    at most MAX_TRAIN_ROWS of it) and the synthetic `views` of them (descriptors of the products
-    `view_ids`, when `settings.views`), calibrated as `settings.calibration` says, then scored on the
+    at most MAX_TRAIN_ROWS of it), the synthetic `views` of them (descriptors of the products `view_ids`,
+    when `settings.views`) and their `mirrors` (of `mirror_ids`, when `settings.mirrors`: the mirror
+    images of their photos), calibrated as `settings.calibration` says, then scored on the
     `heldout` rows (default: the held-out part). The hidden layer folds the standardisation in, so
     callers apply the heads to raw descriptors. Cost is at most steps x batch a training, whatever the
     catalog's size. Trains on `device` (default: CUDA when there is one)."""
@@ -264,12 +268,19 @@ def train_heads(
     device = training_device(device)
     calibration = fit & calibration_mask(ids) if settings.calibration != "none" else np.zeros_like(fit)
     train = fit & ~calibration if settings.calibration == "held-back" else fit
-    views = views if settings.views else None
+    extra = [
+        (photos, photo_ids)
+        for wanted, photos, photo_ids in ((settings.views, views, view_ids), (settings.mirrors, mirrors, mirror_ids))
+        if wanted and photos is not None and len(photos)
+    ]
+    # Other photos of the products (views, mirror images), labelled as their product.
+    others = np.concatenate([photos for photos, _ in extra]) if extra else None
+    other_ids = np.concatenate([photo_ids for _, photo_ids in extra]) if extra else None
     temperatures = dict.fromkeys(targets, 1.0)
     if calibration.any():
         # "refit": a first training without the calibration part finds the temperatures; the heads
         # themselves then train on all the fit rows and keep them.
-        probe = _fit(descriptors, ids, targets, fit & ~calibration, settings, device, views, view_ids)
+        probe = _fit(descriptors, ids, targets, fit & ~calibration, settings, device, others, other_ids)
         logits = _scores_in_chunks(probe, descriptors, np.flatnonzero(calibration), targets)
         for column, (_, labels) in targets.items():
             known = labels[calibration] >= 0
@@ -278,7 +289,7 @@ def train_heads(
         if settings.calibration == "held-back":
             heads = probe
     if settings.calibration != "held-back" or not calibration.any():
-        heads = _fit(descriptors, ids, targets, train, settings, device, views, view_ids)
+        heads = _fit(descriptors, ids, targets, train, settings, device, others, other_ids)
     scored = np.flatnonzero(heldout)
     predicted = _scores_in_chunks(heads, descriptors, scored, targets)
     for column, (_, labels) in targets.items():
@@ -308,18 +319,19 @@ def _fit(
     train: np.ndarray,
     settings: HeadSettings,
     device: torch.device,
-    views: np.ndarray | None,
-    view_ids: np.ndarray | None,
+    others: np.ndarray | None,
+    other_ids: np.ndarray | None,
 ) -> Heads:
-    """One training of the shared layer and every head on the `train` rows (and their views)."""
+    """One training of the shared layer and every head on the `train` rows (and the other photos of
+    them: `others`, descriptors of the products `other_ids`)."""
     rows = np.flatnonzero(train)
     chosen = np.asarray(descriptors[rows], np.float32)  # one copy of the fit rows (12,000 x 3136 at most)
-    if views is not None and len(views):
+    if others is not None and len(others):
         row_of = {int(i): r for r, i in enumerate(ids)}
-        view_rows = np.array([row_of.get(int(i), -1) for i in view_ids], np.int64)
-        keep = (view_rows >= 0) & train[np.maximum(view_rows, 0)]  # views of training products only
-        chosen = np.concatenate([chosen, np.asarray(views[keep], np.float32)])
-        rows = np.concatenate([rows, view_rows[keep]])
+        other_rows = np.array([row_of.get(int(i), -1) for i in other_ids], np.int64)
+        keep = (other_rows >= 0) & train[np.maximum(other_rows, 0)]  # photos of training products only
+        chosen = np.concatenate([chosen, np.asarray(others[keep], np.float32)])
+        rows = np.concatenate([rows, other_rows[keep]])
     mean, scale = chosen.mean(0), chosen.std(0) + 1e-6
     x = torch.from_numpy((chosen - mean) / scale).to(device)
     del chosen

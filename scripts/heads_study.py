@@ -1,17 +1,21 @@
-"""The attribute heads' study: class balancing, synthetic shopper views and calibration, each trained on a
-built index's own descriptors and measured on products no variant was fitted on.
+"""The attribute heads' study: class balancing, synthetic shopper views, mirror images of the training
+photos and calibration, each trained on a built index's own descriptors and measured on products no
+variant was fitted on.
 
     python scripts/heads_study.py --index DIR --data ../shared/data/fashion-dev
                                   [--real-photos ../shared/data/fashion-dev-hires] [--cache FILE.npz]
-                                  [--inner] [--variants 'NAME;...'] [--out FILE.json]
+                                  [--inner | --folds K] [--variants 'NAME;...'] [--out FILE.json]
 
 Per variant: article type accuracy, macro-F1, the mean accuracy of the 20 least accurate article types,
 women's and men's accuracy, every head's accuracy, and the expected calibration error (ECE) of the top
 label before and after its temperature, on the held-out catalog photos and on real higher-resolution
 photos of the same products. --inner measures on a fifth of the fit part instead (the rest trains): the
-split on which a variant is chosen, so the held-out products only report it. The descriptors of the
-synthetic views and of the real photos are computed once (through the index's own model) and kept in
---cache."""
+split on which a variant is chosen, so the held-out products only report it. --folds K measures every
+fit product once instead, by heads trained on the other K-1 folds of the fit part: K times the training,
+five times as many products measured as --inner, so a point of macro-F1 is less often a few photos of a
+rare type; the heads are not calibrated there (a temperature changes no label). The descriptors of the
+synthetic views, of the mirror images and of the real photos are computed once (through the index's own
+model) and kept in --cache."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageOps
 from tqdm import tqdm
 
 from recommender import Recommender, artifacts
@@ -38,7 +43,7 @@ from recommender.split import heldout_mask
 
 SHIPPED = HeadSettings()
 # Balancing applies to the article type head only, which then trains without label smoothing
-# (HeadSettings.balanced); "refit" calibration unless named.
+# (HeadSettings.balanced); "refit" calibration unless named; no views and no mirror images unless named.
 VARIANTS = {
     "plain: no temperature": dict(balance="none", calibration="none"),
     "plain + temperature held back": dict(balance="none", calibration="held-back"),
@@ -51,6 +56,8 @@ VARIANTS = {
     "article type: sampled tau 0.5": dict(balance="sampled", tau=0.5, calibration="none"),
     "article type: weighted tau 0.5, refit": dict(balance="weighted", tau=0.5, calibration="refit"),
     "article type: weighted tau 0.5, views, refit": dict(balance="weighted", tau=0.5, views=True, calibration="refit"),
+    "mirrors": dict(balance="none", mirrors=True, calibration="none"),
+    "article type: weighted tau 0.5, mirrors": dict(balance="weighted", tau=0.5, mirrors=True, calibration="none"),
 }
 
 
@@ -58,6 +65,12 @@ def inner_mask(ids: np.ndarray) -> np.ndarray:
     """A fifth of the products by a hash of the id, salted apart from the split's."""
     keys = (hashlib.sha1(f"inner:{int(i)}".encode()).digest() for i in ids)
     return np.fromiter((int.from_bytes(k[:4], "little") % 100 < 20 for k in keys), bool, len(ids))
+
+
+def folds_of(ids: np.ndarray, k: int) -> np.ndarray:
+    """Each product's fold, 0 to k-1, by a hash of the id, salted apart from the split's and --inner's."""
+    keys = (hashlib.sha1(f"cv:{int(i)}".encode()).digest() for i in ids)
+    return np.fromiter((int.from_bytes(key[:4], "little") % k for key in keys), np.int64, len(ids))
 
 
 def compact(report: dict) -> dict:
@@ -71,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="the Kaggle-style folder the index was built from")
     parser.add_argument("--real-photos", type=Path, help="higher-resolution photos (images/<id>.jpg)")
     parser.add_argument("--cache", type=Path, help="where the views' and real photos' descriptors are kept")
-    parser.add_argument("--inner", action="store_true", help="measure on a fifth of the fit part (choosing)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--inner", action="store_true", help="measure on a fifth of the fit part (choosing)")
+    how.add_argument("--folds", type=int, help="measure every fit product by K-fold cross-validation (choosing)")
     parser.add_argument("--variants", help="names separated by semicolons (default: all)")
     parser.add_argument("--out", type=Path)
     add_model_options(parser)
@@ -86,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     md, ids = rec.metadata, rec.metadata.ids
     features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")
     real = args.real_photos or args.data.with_name(args.data.name + "-hires")
-    if args.cache and args.cache.is_file():
-        cached = np.load(args.cache)
+    cached = dict(np.load(args.cache)) if args.cache and args.cache.is_file() else {}
+    if cached:
         view_ids, views, real_ids, real_x = (cached[k] for k in ("view_ids", "views", "real_ids", "real"))
     else:  # views re-made as precompute makes them; real photos of every product measured
         view_rows = [r for r, i in enumerate(ids) if gets_view(int(i), r)]
@@ -111,15 +126,35 @@ def main(argv: list[str] | None = None) -> int:
                 for s in tqdm(range(0, len(real_ids), 64), desc="real photos", unit="64")
             ]
         )
+
+    def photo(item_id: int) -> Path:
+        return args.data / "images" / f"{int(item_id)}.jpg"
+
+    if "mirrors" not in cached:  # every fit product's photo, mirrored (a build mirrors its training sample)
+        mirror_ids = ids[~heldout_mask(ids)]
+        mirrors = np.concatenate(
+            [
+                rec.embedder.embed([ImageOps.mirror(load_image(photo(i))) for i in mirror_ids[s : s + 64]])
+                for s in tqdm(range(0, len(mirror_ids), 64), desc="mirror images", unit="64")
+            ]
+        )
+        cached.update(view_ids=view_ids, views=views, real_ids=real_ids, real=real_x)
+        cached.update(mirrors=mirrors, mirror_ids=mirror_ids)
         if args.cache:
-            np.savez(args.cache, view_ids=view_ids, views=views, real_ids=real_ids, real=real_x)
+            np.savez(args.cache, **cached)
+    mirrors, mirror_ids = cached["mirrors"], cached["mirror_ids"]
 
     heldout = heldout_mask(ids)
-    if args.inner:
-        measured = ~heldout & inner_mask(ids)
-        fit = ~heldout & ~measured
+    if args.folds:
+        if args.folds < 2:
+            raise UserError(f"--folds must be at least 2 (got {args.folds}).")
+        fold = folds_of(ids, args.folds)
+        splits = [(~heldout & (fold != f), ~heldout & (fold == f)) for f in range(args.folds)]
+    elif args.inner:
+        splits = [(~heldout & ~inner_mask(ids), ~heldout & inner_mask(ids))]
     else:
-        measured, fit = heldout, ~heldout
+        splits = [(~heldout, heldout)]
+    measured = np.logical_or.reduce([part for _, part in splits])
     rows = np.flatnonzero(measured)
     row_of = {int(i): r for r, i in enumerate(ids)}
     real_rows = np.array([row_of[int(i)] for i in real_ids])
@@ -130,15 +165,36 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     for name in names:
-        settings = dataclasses.replace(SHIPPED, **{"views": False, **VARIANTS[name]})
+        settings = dataclasses.replace(SHIPPED, **{"views": False, "mirrors": False, **VARIANTS[name]})
+        if args.folds:
+            settings = dataclasses.replace(settings, calibration="none")
         t0 = time.perf_counter()
-        heads = train_heads(
-            features, ids, md.columns, settings, fit=fit, heldout=measured, views=views, view_ids=view_ids
-        )
+        # Each measured product's logits, from the heads of the split that measured it.
+        logits: dict[str, np.ndarray] = {}
+        real_logits: dict[str, np.ndarray] = {}
+        for fit, part in splits:
+            heads = train_heads(
+                features,
+                ids,
+                md.columns,
+                settings,
+                fit=fit,
+                heldout=part,
+                views=views,
+                view_ids=view_ids,
+                mirrors=mirrors,
+                mirror_ids=mirror_ids,
+            )
+            for into, source, mine in (
+                (logits, x, part[rows]),
+                (real_logits, real_x[on_real], part[real_rows[on_real]]),
+            ):
+                for column, scores in heads.scores(source[mine]).items():
+                    into.setdefault(column, np.zeros((len(source), scores.shape[1]), np.float32))[mine] = scores
         results[name] = {
             "train_s": round(time.perf_counter() - t0, 1),
-            "catalog": compact(classification_report(heads, x, columns)),
-            "real": compact(classification_report(heads, real_x[on_real], real_columns)),
+            "catalog": compact(classification_report(heads, x, columns, logits)),
+            "real": compact(classification_report(heads, real_x[on_real], real_columns, real_logits)),
             "temperatures": {c: heads[c].temperature for c in heads},
         }
         a, r = results[name]["catalog"]["articleType"], results[name]["real"]["articleType"]
@@ -151,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary = {
         "index": str(args.index),
-        "measured_on": "inner fifth of the fit part" if args.inner else "held-out products",
+        "measured_on": (
+            f"{args.folds}-fold cross-validation over the fit part"
+            if args.folds
+            else "inner fifth of the fit part"
+            if args.inner
+            else "held-out products"
+        ),
         "measured_products": int(len(rows)),
         "real_photos": int(on_real.sum()),
         "variants": results,

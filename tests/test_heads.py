@@ -1,7 +1,9 @@
 """The attribute heads' honesty and balance, on synthetic descriptors: temperatures, calibration error,
-rare classes, the synthetic views they may train on."""
+rare classes, the other photos of the products (synthetic views, mirror images) they may train on."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -82,7 +84,9 @@ def test_logit_adjustment_finds_more_of_the_rare_classes():
     fit = np.arange(len(labels)) % 3 != 0
 
     def rare_recall(balance: str) -> float:
-        settings = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0, balance=balance, calibration="none")
+        settings = HeadSettings(
+            hidden=32, steps=300, epochs=1000, dropout=0.0, balance=balance, tau=1.0, calibration="none"
+        )
         heads = train_heads(x, ids, columns_of(labels), settings, fit=fit, heldout=~fit)
         per_class = heads["articleType"].per_class
         return float(np.mean([per_class[c][0] for c in ("type1", "type2")]))
@@ -90,8 +94,10 @@ def test_logit_adjustment_finds_more_of_the_rare_classes():
     assert rare_recall("logit-adjusted") > rare_recall("none") + 0.05
 
 
-def test_views_train_the_heads_only_when_asked_and_only_for_training_products():
-    """A view that lies far from every photo is learned as its product's class only with `views`."""
+@pytest.mark.parametrize("kind", ["views", "mirrors"])
+def test_other_photos_train_the_heads_only_when_asked_and_only_for_training_products(kind):
+    """A view or mirror image that lies far from every photo is learned as its product's class only
+    when the settings ask for that kind of photo."""
     x, labels = overlapping_classes((300, 300))
     ids = np.arange(10_000, 10_000 + len(labels))
     fit = np.arange(len(labels)) % 4 != 0
@@ -102,14 +108,18 @@ def test_views_train_the_heads_only_when_asked_and_only_for_training_products():
     probe = x[~fit] + shift
     truth = labels[~fit]
 
-    def accuracy(use: bool) -> float:
-        settings = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0, views=use, calibration="none")
-        heads = train_heads(
-            x, ids, columns_of(labels), settings, fit=fit, heldout=~fit, views=views, view_ids=ids[rows]
+    def accuracy(use: bool, photo_ids: np.ndarray = ids[rows]) -> float:
+        settings = HeadSettings(
+            hidden=32, steps=300, epochs=1000, dropout=0.0, calibration="none", views=False, mirrors=False
         )
+        settings = dataclasses.replace(settings, **{kind: use})
+        others = {kind: views, f"{kind[:-1]}_ids": photo_ids}
+        heads = train_heads(x, ids, columns_of(labels), settings, fit=fit, heldout=~fit, **others)
         return float((heads.scores(probe)["articleType"].argmax(1) == truth).mean())
 
     assert accuracy(True) > accuracy(False) + 0.1
+    # Labelled as held-out products, they are left out: a held-out product's photo is never trained on.
+    assert accuracy(True, np.resize(ids[~fit], len(rows))) == accuracy(False)
 
 
 def test_an_unsure_head_says_what_it_looks_like():
