@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="the Kaggle-style folder the index was built from")
     parser.add_argument("--real-photos", type=Path, help="higher-resolution photos (images/<id>.jpg)")
-    parser.add_argument("--cache", type=Path, help="where the views' and real photos' descriptors are kept")
+    parser.add_argument(
+        "--cache", type=Path, help="where the views', mirror images' and real photos' descriptors are kept"
+    )
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--inner", action="store_true", help="measure on a fifth of the fit part (choosing)")
     how.add_argument("--folds", type=int, help="measure every fit product by K-fold cross-validation (choosing)")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     def photo(item_id: int) -> Path:
         return args.data / "images" / f"{int(item_id)}.jpg"
 
-    if "mirrors" not in cached:  # every fit product's photo, mirrored (a build mirrors its training sample)
+    if "mirrors" not in cached:  # every fit product's photo, mirrored (the `mirrors` variants train on them)
         mirror_ids = ids[~heldout_mask(ids)]
         mirrors = np.concatenate(
             [

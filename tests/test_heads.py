@@ -84,9 +84,7 @@ def test_logit_adjustment_finds_more_of_the_rare_classes():
     fit = np.arange(len(labels)) % 3 != 0
 
     def rare_recall(balance: str) -> float:
-        settings = HeadSettings(
-            hidden=32, steps=300, epochs=1000, dropout=0.0, balance=balance, tau=1.0, calibration="none"
-        )
+        settings = HeadSettings(hidden=32, steps=300, epochs=1000, dropout=0.0, balance=balance, calibration="none")
         heads = train_heads(x, ids, columns_of(labels), settings, fit=fit, heldout=~fit)
         per_class = heads["articleType"].per_class
         return float(np.mean([per_class[c][0] for c in ("type1", "type2")]))
