@@ -103,48 +103,41 @@ def main(argv: list[str] | None = None) -> int:
     md, ids = rec.metadata, rec.metadata.ids
     features = np.load(args.index / artifacts.FEATURES, mmap_mode="r")
     real = args.real_photos or args.data.with_name(args.data.name + "-hires")
-    cached = dict(np.load(args.cache)) if args.cache and args.cache.is_file() else {}
-    if cached:
-        view_ids, views, real_ids, real_x = (cached[k] for k in ("view_ids", "views", "real_ids", "real"))
-    else:  # views re-made as precompute makes them; real photos of every product measured
-        view_rows = [r for r, i in enumerate(ids) if gets_view(int(i), r)]
-        view_ids = ids[view_rows]
-        views = np.concatenate(
-            [
-                rec.embedder.embed(
-                    [
-                        shopper_view(load_image(args.data / "images" / f"{int(i)}.jpg"), seed=int(i))
-                        for i in view_ids[s : s + 64]
-                    ]
-                )
-                for s in tqdm(range(0, len(view_ids), 64), desc="views", unit="64")
-            ]
-        )
-        ever_measured = heldout_mask(ids) | inner_mask(ids)
-        real_ids = np.array([int(i) for i in ids[ever_measured] if (real / "images" / f"{int(i)}.jpg").is_file()])
-        real_x = np.concatenate(
-            [
-                rec.embedder.embed([real / "images" / f"{int(i)}.jpg" for i in real_ids[s : s + 64]])
-                for s in tqdm(range(0, len(real_ids), 64), desc="real photos", unit="64")
-            ]
-        )
 
     def photo(item_id: int) -> Path:
         return args.data / "images" / f"{int(item_id)}.jpg"
 
-    if "mirrors" not in cached:  # every fit product's photo, mirrored (the `mirrors` variants train on them)
-        mirror_ids = ids[~heldout_mask(ids)]
-        mirrors = np.concatenate(
+    def embedded(images: list, desc: str) -> np.ndarray:
+        return np.concatenate(
             [
-                rec.embedder.embed([ImageOps.mirror(load_image(photo(i))) for i in mirror_ids[s : s + 64]])
-                for s in tqdm(range(0, len(mirror_ids), 64), desc="mirror images", unit="64")
+                rec.embedder.embed([make() for make in images[s : s + 64]])
+                for s in tqdm(range(0, len(images), 64), desc=desc, unit="64")
             ]
         )
-        cached.update(view_ids=view_ids, views=views, real_ids=real_ids, real=real_x)
-        cached.update(mirrors=mirrors, mirror_ids=mirror_ids)
-        if args.cache:
-            np.savez(args.cache, **cached)
-    mirrors, mirror_ids = cached["mirrors"], cached["mirror_ids"]
+
+    cached = dict(np.load(args.cache)) if args.cache and args.cache.is_file() else {}
+    made = not cached
+    if made:  # views re-made as precompute makes them; real photos of every product measured
+        view_ids = ids[[r for r, i in enumerate(ids) if gets_view(int(i), r)]]
+        ever_measured = heldout_mask(ids) | inner_mask(ids)
+        real_ids = np.array([int(i) for i in ids[ever_measured] if (real / "images" / f"{int(i)}.jpg").is_file()])
+        cached.update(
+            view_ids=view_ids,
+            views=embedded([lambda i=i: shopper_view(load_image(photo(i)), seed=int(i)) for i in view_ids], "views"),
+            real_ids=real_ids,
+            real=embedded([lambda i=i: real / "images" / f"{int(i)}.jpg" for i in real_ids], "real photos"),
+        )
+    if "mirrors" not in cached and any(VARIANTS[name].get("mirrors") for name in names):
+        made = True  # every fit product's photo, mirrored (the `mirrors` variants train on them)
+        mirror_ids = ids[~heldout_mask(ids)]
+        cached.update(
+            mirror_ids=mirror_ids,
+            mirrors=embedded([lambda i=i: ImageOps.mirror(load_image(photo(i))) for i in mirror_ids], "mirror images"),
+        )
+    if made and args.cache:
+        np.savez(args.cache, **cached)
+    view_ids, views, real_ids, real_x = (cached[k] for k in ("view_ids", "views", "real_ids", "real"))
+    mirrors, mirror_ids = cached.get("mirrors"), cached.get("mirror_ids")
 
     heldout = heldout_mask(ids)
     if args.folds:
