@@ -14,7 +14,7 @@ import torch
 
 from .rowfile import CHUNK_ROWS
 from .runtime import bf16_supported
-from .split import calibration_mask, heldout_mask, training_sample
+from .split import HEADS_MAX_TRAIN_ROWS, calibration_mask, heldout_mask, training_sample
 from .vocabulary import HEAD_COLUMNS
 
 # Classes rarer than this are left out of a head: with fewer examples a class is mostly noise.
@@ -249,14 +249,14 @@ def train_heads(
     mirror_ids: np.ndarray | None = None,
 ) -> Heads:
     """A head per column with >= 2 classes, trained on the `fit` rows (default: the fit part of the split,
-    at most MAX_TRAIN_ROWS of it), the synthetic `views` of them (descriptors of the products `view_ids`,
+    at most HEADS_MAX_TRAIN_ROWS of it), the synthetic `views` of them (descriptors of the products `view_ids`,
     when `settings.views`) and their `mirrors` (of `mirror_ids`, when `settings.mirrors`: the mirror
     images of their photos), calibrated as `settings.calibration` says, then scored on the
     `heldout` rows (default: the held-out part). The hidden layer folds the standardisation in, so
     callers apply the heads to raw descriptors. Cost is at most steps x batch a training, whatever the
     catalog's size. Trains on `device` (default: CUDA when there is one)."""
     heldout = heldout_mask(ids) if heldout is None else heldout
-    fit = training_sample(ids, ~heldout) if fit is None else fit
+    fit = training_sample(ids, ~heldout, cap=HEADS_MAX_TRAIN_ROWS) if fit is None else fit
     targets = {}
     for column in HEAD_COLUMNS:
         classes = head_classes(np.asarray(columns[column]))
@@ -325,17 +325,18 @@ def _fit(
     """One training of the shared layer and every head on the `train` rows (and the other photos of
     them: `others`, descriptors of the products `other_ids`)."""
     rows = np.flatnonzero(train)
-    chosen = np.asarray(descriptors[rows], np.float32)  # one copy of the fit rows (12,000 x 3136 at most)
+    extra, products = None, rows  # products: whose labels each training row (then other photo) takes
     if others is not None and len(others):
         row_of = {int(i): r for r, i in enumerate(ids)}
         other_rows = np.array([row_of.get(int(i), -1) for i in other_ids], np.int64)
         keep = (other_rows >= 0) & train[np.maximum(other_rows, 0)]  # photos of training products only
-        chosen = np.concatenate([chosen, np.asarray(others[keep], np.float32)])
-        rows = np.concatenate([rows, other_rows[keep]])
-    mean, scale = chosen.mean(0), chosen.std(0) + 1e-6
-    x = torch.from_numpy((chosen - mean) / scale).to(device)
-    del chosen
-    y = {c: torch.from_numpy(labels[rows]).to(device) for c, (_, labels) in targets.items()}
+        extra = np.asarray(others[keep], np.float32)
+        products = np.concatenate([rows, other_rows[keep]])
+    bf16 = settings.bf16 and bf16_supported(device)
+    # bf16 rows where the first layer reads bf16 anyway (autocast): half the memory, the same products.
+    x, mean, scale = _standardised(descriptors, rows, extra, torch.bfloat16 if bf16 else torch.float32)
+    x = x.to(device)
+    y = {c: torch.from_numpy(labels[products]).to(device) for c, (_, labels) in targets.items()}
     prior = {}  # each head's log class shares among the training rows (one count added, so none is zero)
     for column, (classes, _) in targets.items():
         counts = torch.bincount(y[column][y[column] >= 0], minlength=len(classes)).float() + 1
@@ -375,7 +376,6 @@ def _fit(
     steps = min(settings.steps, max(1, math.ceil(settings.epochs * len(x) / settings.batch)))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     draws = torch.Generator().manual_seed(0)
-    bf16 = settings.bf16 and bf16_supported(device)
     size = min(settings.batch, len(x))
     for _ in range(steps):
         if draw_weights is None:
@@ -416,6 +416,35 @@ def _fit(
             for column, (classes, _) in targets.items()
         },
     )
+
+
+def _standardised(
+    descriptors: np.ndarray, rows: np.ndarray, extra: np.ndarray | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(the `rows` of `descriptors`, then the `extra` rows, standardised, as a `dtype` tensor; the mean and
+    scale). Read a chunk at a time, so memory holds one copy of the rows in `dtype` and no float32 one."""
+
+    def chunks() -> Iterator[np.ndarray]:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            yield np.asarray(descriptors[rows[start : start + CHUNK_ROWS]], np.float32)
+        if extra is not None:
+            yield from (extra[start : start + CHUNK_ROWS] for start in range(0, len(extra), CHUNK_ROWS))
+
+    total = np.zeros(descriptors.shape[1], np.float64)
+    squares = np.zeros_like(total)
+    for chunk in chunks():
+        total += chunk.sum(0, dtype=np.float64)
+        squares += np.square(chunk, dtype=np.float64).sum(0)
+    count = len(rows) + (0 if extra is None else len(extra))
+    mean = total / count
+    scale = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + 1e-6
+    mean, scale = mean.astype(np.float32), scale.astype(np.float32)
+    x = torch.empty((count, descriptors.shape[1]), dtype=dtype)
+    start = 0
+    for chunk in chunks():
+        x[start : start + len(chunk)] = torch.from_numpy((chunk - mean) / scale)
+        start += len(chunk)
+    return x, mean, scale
 
 
 def _scores_in_chunks(heads: Heads, descriptors: np.ndarray, rows: np.ndarray, columns) -> dict[str, np.ndarray]:

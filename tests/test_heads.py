@@ -7,7 +7,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
+from recommender import heads as heads_module
 from recommender.heads import (
     Heads,
     HeadSettings,
@@ -76,6 +78,34 @@ def test_heads_record_their_temperature_and_calibration_error_and_apply_them(tmp
     described = heads.describe()
     del described["articleType"]["temperature"], described["articleType"]["heldout_ece"]  # an older index
     assert Heads.load(tmp_path / "heads.npz", described)["articleType"].temperature == 1.0
+
+
+def test_the_heads_train_on_up_to_their_own_cap_of_fit_products(monkeypatch):
+    x, labels = overlapping_classes((400, 300, 300))
+    ids = np.arange(10_000, 10_000 + len(labels))
+    heldout = np.arange(len(labels)) % 5 == 0
+    settings = dataclasses.replace(SMALL, steps=50, calibration="none")
+    monkeypatch.setattr(heads_module, "HEADS_MAX_TRAIN_ROWS", 500)
+    assert train_heads(x, ids, columns_of(labels), settings, heldout=heldout)["articleType"].train_rows == 500
+    monkeypatch.setattr(heads_module, "HEADS_MAX_TRAIN_ROWS", 100_000)
+    every = train_heads(x, ids, columns_of(labels), settings, heldout=heldout)
+    assert every["articleType"].train_rows == (~heldout).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_rows_are_standardised_a_chunk_at_a_time_as_one_whole(monkeypatch, dtype):
+    monkeypatch.setattr(heads_module, "CHUNK_ROWS", 7)  # several chunks of rows and of other photos
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(3.0, 2.0, size=(60, 5)).astype(np.float32)
+    rows, extra = np.arange(1, 60, 2), rng.normal(size=(9, 5)).astype(np.float32)
+    x, mean, scale = heads_module._standardised(descriptors, rows, extra, dtype)
+    whole = np.concatenate([descriptors[rows], extra])
+    np.testing.assert_allclose(mean, whole.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(scale, whole.std(0), rtol=1e-5)
+    assert x.dtype == dtype and x.shape == whole.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2  # bf16 keeps 8 bits of mantissa
+    expected = (whole - whole.mean(0)) / whole.std(0)
+    np.testing.assert_allclose(x.float().numpy(), expected, atol=tolerance, rtol=tolerance)
 
 
 def test_logit_adjustment_finds_more_of_the_rare_classes():
