@@ -325,7 +325,7 @@ def _fit(
     """One training of the shared layer and every head on the `train` rows (and the other photos of
     them: `others`, descriptors of the products `other_ids`)."""
     rows = np.flatnonzero(train)
-    extra, products = None, rows  # products: whose labels each training row (then other photo) takes
+    extra, products = None, rows  # the product whose labels each row of x takes (fit rows, then other photos)
     if others is not None and len(others):
         row_of = {int(i): r for r, i in enumerate(ids)}
         other_rows = np.array([row_of.get(int(i), -1) for i in other_ids], np.int64)
