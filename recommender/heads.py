@@ -333,7 +333,7 @@ def _fit(
         extra = np.asarray(others[keep], np.float32)
         products = np.concatenate([rows, other_rows[keep]])
     bf16 = settings.bf16 and bf16_supported(device)
-    # bf16 rows where the first layer reads bf16 anyway (autocast): half the memory, the same products.
+    # bf16 rows where training autocasts to bf16 anyway: half the memory for the values the first layer sees.
     x, mean, scale = _standardised(descriptors, rows, extra, torch.bfloat16 if bf16 else torch.float32)
     x = x.to(device)
     y = {c: torch.from_numpy(labels[products]).to(device) for c, (_, labels) in targets.items()}
