@@ -32,7 +32,7 @@ from .model_paths import (
     model_path,
     ort_int8_supported,
 )
-from .pooling import GEM_P, LEVELS, gem_pool, regional_gem
+from .pooling import GEM_P, GRID, LEVELS, gem_pool, grid_gem, regional_gem
 from .settings import PRECISIONS, Settings
 from .weights import load_model, state_dict_sha256
 
@@ -124,15 +124,17 @@ class _Normalise(torch.nn.Module):
 
 
 class _Head(torch.nn.Module):
-    """The backbone's maps -> (CNN features: the last stage's unit regional GeM, then the third stage's unit
-    GeM; ImageNet logits). The third stage is what the heads gained most from (docs/experiments.md#embedding)."""
+    """The backbone's maps -> (CNN features: the last stage's unit regional GeM, the third stage's unit GeM,
+    then the third stage's unit GeM of each cell of a 2x2 grid; ImageNet logits). The third stage is what
+    the heads gained most from (docs/experiments.md#embedding), its grid what they gained next
+    (docs/experiments.md#heads-grid)."""
 
     def __init__(self, classifier: torch.nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
 
     def forward(self, deep: torch.Tensor, mid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = torch.cat([regional_gem(deep), torch.nn.functional.normalize(gem_pool(mid), dim=1)], dim=1)
+        pooled = torch.cat([regional_gem(deep), torch.nn.functional.normalize(gem_pool(mid), dim=1), grid_gem(mid)], 1)
         return pooled, self.classifier(deep.mean((2, 3)))  # the classifier was trained on averages
 
 
@@ -142,8 +144,9 @@ def _on_host(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
 
 class Embedder:
     """A photo -> its descriptor: the backbone's last stage pooled by regional GeM (ResNet50: 2048, unit
-    length), its mid stage pooled by GeM (ResNet50's third: 1024, unit length), then the product's colour
-    histogram (64, unit length); plus the ImageNet logits. The backbone is the one its weights name
+    length), its mid stage pooled by GeM (ResNet50's third: 1024, unit length), the mid stage pooled on a
+    2x2 grid (4 x 1024, each cell unit length; read by the heads only), then the product's colour histogram
+    (64, unit length); plus the ImageNet logits. The backbone is the one its weights name
     (backbones.py; ResNet50 by default)."""
 
     def __init__(
@@ -195,6 +198,7 @@ class Embedder:
             "pad": "white, to the input's aspect",
             "pooling": f"regional gem p={GEM_P:g}, {LEVELS} levels",
             "mid_level": f"layer3 gem p={GEM_P:g}",
+            "mid_grid": f"layer3 {GRID}x{GRID} gem p={GEM_P:g}",
             "colour_bins": COLOUR_BINS,
             "input_size": list(input_size),
             "interpolation": config["interpolation"],
@@ -223,7 +227,8 @@ class Embedder:
 
     @property
     def feature_dim(self) -> int:
-        """Length of the CNN part of a descriptor: the last stage's features, then the mid stage's."""
+        """Length of the CNN features the search space reads, first in a descriptor: the last stage's
+        features, then the mid stage's."""
         return sum(self.spec.widths(self.model))
 
     @property
@@ -232,9 +237,14 @@ class Embedder:
         return self.spec.widths(self.model)[1]
 
     @property
+    def grid_dim(self) -> int:
+        """Length of the mid stage's grid, after `feature_dim` in a descriptor: the heads read it too."""
+        return GRID * GRID * self.mid_dim
+
+    @property
     def dim(self) -> int:
-        """Length of a descriptor: CNN features, then the colour histogram."""
-        return self.feature_dim + COLOUR_BINS
+        """Length of a descriptor: CNN features, the mid stage's grid, then the colour histogram."""
+        return self.feature_dim + self.grid_dim + COLOUR_BINS
 
     def describe(self) -> dict:
         """What the manifest records so an index can refuse a different model or preprocessing."""
@@ -247,6 +257,7 @@ class Embedder:
             "precision": self.precision,
             **self.path.describe(),
             "dim": self.dim,
+            "feature_dim": self.feature_dim,
         }
 
     def follow(self, built: dict, where: object, graph: bytes | None = None) -> None:
@@ -397,8 +408,8 @@ class Embedder:
             return deep.float(), mid.float()
 
     def forward(self, pixels: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(n, H, W, 3) uint8 pixels -> (CNN features: the last stage's unit regional GeM, then the third
-        stage's unit GeM; ImageNet logits), as float32 numpy (_Head)."""
+        """(n, H, W, 3) uint8 pixels -> (CNN features: the last stage's unit regional GeM, the third stage's
+        unit GeM, then its grid; ImageNet logits), as float32 numpy (_Head)."""
         with self._lock, torch.inference_mode():
             backbone = self._ready_backbone(pixels)
             if isinstance(backbone, ort_int8.OrtModel):  # normalising and pooling run in its graph

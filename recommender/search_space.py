@@ -48,7 +48,9 @@ class SearchSpaceSettings:
     lr: float = 1e-2
     weight_decay: float = 1e-4
     instance_weight: float = 0.25  # the smallest weight that keeps shopper rank-1 at 0.95 or more
-    feature_dims: int | None = None  # CNN features read (None: all; the third stage adds colour P@10)
+    # CNN features read, the first ones of a descriptor (None: all before colour; a build reads those before
+    # the heads' grid). The third stage adds colour P@10.
+    feature_dims: int | None = None
     logit_scale: float = 10.0  # cosine logits need a temperature to train; 10 ~ a softmax temperature of 0.1
     seed: int = 0
 

@@ -24,7 +24,7 @@ def heldout_mask(ids: np.ndarray) -> np.ndarray:
 MAX_TRAIN_ROWS = 12_000
 # The heads read more: their training is a fixed number of steps whatever the rows, and they keep gaining
 # from more products, the rare types most (docs/experiments.md#heads-rows). 40,000 covers the whole 44k
-# catalog's fit part; held in bf16 they take 250 MB (float32, where the CPU has no bf16: 500 MB).
+# catalog's fit part; held in bf16 they take 580 MB (float32, where the CPU has no bf16: 1.2 GB).
 HEADS_MAX_TRAIN_ROWS = 40_000
 
 

@@ -29,7 +29,6 @@ from recommender.backbones import INPUT_SIZE
 from recommender.cli import add_model_options, run_main
 from recommender.embedder import Embedder
 from recommender.evaluation import leave_one_out_precision, shopper_photo
-from recommender.foreground import COLOUR_BINS
 from recommender.heads import Heads
 from recommender.hnsw import top_k
 from recommender.images import load_image
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(name, report["embedding"][name], flush=True)
 
     # Part 2: the search space, on the index's own descriptors; views re-made exactly as precompute makes them.
-    d = descriptors.shape[1] - COLOUR_BINS
+    d = embedder.feature_dim  # the CNN features the search space reads (not the heads' grid)
     view_rows = np.array([r for r, i in enumerate(md.ids) if gets_view(int(i), r)])
     views = embedder.embed(
         [shopper_view(images[r], seed=int(md.ids[r])) for r in tqdm(view_rows, desc="views", unit="img")]
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             views if use_views else None,
             md.ids[view_rows] if use_views else None,
             heads,
-            dataclasses.replace(SHIPPED, **kwargs),
+            dataclasses.replace(SHIPPED, **{"feature_dims": d, **kwargs}),
         )
         return measure(
             fitted.project(descriptors, heads),

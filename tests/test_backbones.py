@@ -43,13 +43,13 @@ def test_a_second_backbone_builds_and_serves_an_index(
     resnet18_weights, precision, catalog_dir, tmp_path, text_encoder, random_weights
 ):
     built_with = Embedder(resnet18_weights, precision=precision)
-    assert built_with.spec.architecture == "resnet18" and built_with.dim == 512 + 256 + COLOUR_BINS
+    assert built_with.spec.architecture == "resnet18" and built_with.dim == 512 + 256 + 4 * 256 + COLOUR_BINS
     out = tmp_path / "index"
     precompute(CatalogSource(str(catalog_dir)), out, built_with, text_encoder, progress=False)
     rec = Recommender.load(out, weights=resnet18_weights, text_encoder=text_encoder, precision=precision)
     assert rec.manifest["model"]["architecture"] == "resnet18"
     assert rec.manifest["model"]["precision"] == precision and rec.embedder.precision == precision
-    assert np.load(out / "features.npy").shape == (len(rec.metadata), 512 + 256 + COLOUR_BINS)
+    assert np.load(out / "features.npy").shape == (len(rec.metadata), built_with.dim)
     item_id = int(rec.metadata.ids[5])
     first = rec.search(load_image(catalog_dir / "images" / f"{item_id}.jpg"), 3)[0]
     assert first.id == item_id and first.score > 0.95

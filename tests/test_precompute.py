@@ -53,8 +53,9 @@ def test_precompute_writes_every_artifact_and_a_manifest(text_encoder, catalog_d
     )
     projection = manifest["projection"]
     assert (
-        manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 1024 + 64
-    )  # last- and third-stage features + colour histogram
+        manifest["count"] == 47 and manifest["feature_dim"] == 2048 + 1024 + 4 * 1024 + 64
+    )  # last- and third-stage features, the third stage's 2x2 grid (the heads'), colour histogram
+    assert manifest["model"]["feature_dim"] == projection["feature_dims"] == 2048 + 1024  # the search space's
     semantic = sum(len(manifest["heads"][c]["classes"]) for c in projection["semantic_heads"])
     assert manifest["dim"] == projection["raw_dims"] + 256 + 64 + semantic  # appearance, then head predictions
     assert projection["train_rows"] < 47  # fitted on the fit part of the split only

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from recommender.errors import WeightsError
 from recommender.images import load_image
-from recommender.pooling import gem_pool, regional_gem
+from recommender.pooling import gem_pool, grid_cells, regional_gem
 from recommender.weights import KERAS_BGR_MEAN, NPM_SHA256, layout_path, load_model, npm_pack, read_tfjs
 from tests.helpers import CACHE, SAMPLE
 
@@ -122,17 +122,24 @@ def test_frozen_backbone_matches_the_eager_fp32_model(float_embedder):
         x = float_embedder.normalise(batch).contiguous()
         mid = model.layer3(model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x)))))))
         maps = model.forward_features(x)
-    deep = float_embedder.feature_dim - float_embedder.mid_dim
-    assert features.shape == (len(images), deep + float_embedder.mid_dim) and maps.shape[1] == deep
+    deep, width = float_embedder.feature_dim - float_embedder.mid_dim, float_embedder.mid_dim
+    assert features.shape == (len(images), float_embedder.feature_dim + float_embedder.grid_dim)
+    assert maps.shape[1] == deep and float_embedder.grid_dim == 4 * width
     assert (features[:, :deep] * regional_gem(maps).numpy()).sum(axis=1).min() > 0.995
     reference = F.normalize(gem_pool(mid), dim=1).numpy()
-    assert (features[:, deep:] * reference).sum(axis=1).min() > 0.995
+    assert (features[:, deep : deep + width] * reference).sum(axis=1).min() > 0.995
+    (top, bottom, left, right), *_ = grid_cells(mid.shape[2], mid.shape[3])  # the grid's first cell
+    first_cell = F.normalize(gem_pool(mid[:, :, top:bottom, left:right]), dim=1).numpy()
+    start = float_embedder.feature_dim
+    assert (features[:, start : start + width] * first_cell).sum(axis=1).min() > 0.995
     one, _ = float_embedder.forward(batch[:1])  # another batch size through the same traced graph
-    assert float(one[0] @ features[0]) > 2 * 0.999
+    assert float(one[0] @ features[0]) > 6 * 0.999  # six unit parts: last stage, third stage, its four cells
 
 
-def test_descriptor_is_unit_deep_then_unit_mid_features_then_unit_colour(real_embedder):
+def test_descriptor_is_unit_deep_then_unit_mid_features_then_the_mid_grid_then_unit_colour(real_embedder):
     descriptor = real_embedder.embed(_photos("Jeans", 2))
-    assert descriptor.shape == (2, real_embedder.feature_dim + 64) and real_embedder.dim == descriptor.shape[1]
-    for part in (slice(0, 2048), slice(2048, 3072), slice(3072, None)):  # last stage, third stage, colour
+    assert descriptor.shape == (2, 3072 + 4 * 1024 + 64) and real_embedder.dim == descriptor.shape[1]
+    assert real_embedder.feature_dim == 3072  # what the search space reads
+    cells = [slice(3072 + 1024 * i, 3072 + 1024 * (i + 1)) for i in range(4)]
+    for part in (slice(0, 2048), slice(2048, 3072), *cells, slice(-64, None)):  # last stage, third, its grid, colour
         assert np.allclose(np.linalg.norm(descriptor[:, part], axis=1), 1, atol=1e-4)

@@ -16,7 +16,7 @@ from ..heads import train_heads
 from ..hnsw import build_hnsw
 from ..metadata import Metadata
 from ..rowfile import RowFile, RowWriter, row_chunks
-from ..search_space import fit_search_space
+from ..search_space import SearchSpaceSettings, fit_search_space
 from ..vocabulary import ATTRIBUTE_COLUMNS
 from .shards import gather_shards
 
@@ -83,7 +83,9 @@ def fit_and_index(
     heads_s = time.perf_counter() - t0
     heads.save(folder / artifacts.HEADS)
     t0 = time.perf_counter()
-    space = fit_search_space(descriptors, ids, metadata.columns, views, view_ids, heads, device=device)
+    # The search space reads the CNN features before the heads' grid (Embedder.feature_dim).
+    settings = SearchSpaceSettings(feature_dims=embedder_info["feature_dim"])
+    space = fit_search_space(descriptors, ids, metadata.columns, views, view_ids, heads, settings, device)
     writer = None
     for start, chunk in row_chunks(descriptors):
         projected = space.project(chunk, heads)
